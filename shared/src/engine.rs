@@ -1,0 +1,254 @@
+//! Reachability: whether a connection is allowed under the cluster's
+//! NetworkPolicies, and why.
+//!
+//! The rules are Kubernetes': a pod is isolated in a direction when some
+//! policy in its namespace selects it and has that direction in its
+//! (defaulted) policyTypes; an isolated pod accepts exactly the union of the
+//! rules of those policies; a connection needs the source's egress and the
+//! destination's ingress both to allow it. A pod may always reach itself.
+//!
+//! The enforcer compiles its rule sets from the same peer and port matching
+//! functions (`peer_matches`, `PolicyPort::allows`), so the model and the
+//! data plane cannot drift apart.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::cluster::{Cluster, PodInfo};
+use crate::policy::{Direction, NamespaceScope, Peer, Policy, PolicyId, PortHit, Protocol};
+
+/// One end of a connection.
+#[derive(Clone, Copy, Debug)]
+pub enum Endpoint<'a> {
+    /// A pod the cluster knows.
+    Pod(&'a PodInfo),
+    /// An address that is not a known pod (outside the cluster, or a node).
+    Address(IpAddr),
+}
+
+impl Endpoint<'_> {
+    fn addresses(&self) -> &[IpAddr] {
+        match self {
+            Endpoint::Pod(p) => &p.ips,
+            Endpoint::Address(ip) => std::slice::from_ref(ip),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Pod(p) => write!(f, "{}/{}", p.namespace, p.name),
+            Endpoint::Address(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// How one side (the source's egress or the destination's ingress) judged a connection.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum SideVerdict {
+    /// A pod talking to itself; policies do not apply.
+    SamePod,
+    /// This end is not a pod, so no policy applies on this side.
+    NotAPod,
+    /// No policy isolates the pod in this direction.
+    NotIsolated,
+    /// A rule allows it.
+    Allowed {
+        /// the policy
+        policy: PolicyId,
+        /// index of the rule in `spec.ingress` / `spec.egress`
+        rule: usize,
+        /// index of the peer in `from` / `to`; `None` when the rule has no peers (all)
+        peer: Option<usize>,
+        /// what in `ports` allowed it
+        port: PortHit,
+    },
+    /// Isolated, and no rule of the isolating policies allows it.
+    Denied {
+        /// the policies that isolate the pod in this direction
+        isolated_by: Vec<PolicyId>,
+    },
+}
+
+impl SideVerdict {
+    /// Whether this side lets the connection through.
+    pub fn is_allowed(&self) -> bool {
+        !matches!(self, SideVerdict::Denied { .. })
+    }
+}
+
+/// The verdict on a connection, with both sides' reasons.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Verdict {
+    /// The source's egress.
+    pub egress: SideVerdict,
+    /// The destination's ingress.
+    pub ingress: SideVerdict,
+}
+
+impl Verdict {
+    /// Whether the connection is allowed.
+    pub fn allowed(&self) -> bool {
+        self.egress.is_allowed() && self.ingress.is_allowed()
+    }
+}
+
+fn describe(side: &SideVerdict, direction: Direction, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let key = match direction {
+        Direction::Ingress => ("ingress", "from"),
+        Direction::Egress => ("egress", "to"),
+    };
+    match side {
+        SideVerdict::SamePod => write!(f, "{} allowed: same pod", key.0),
+        SideVerdict::NotAPod => write!(f, "{} allowed: not a pod", key.0),
+        SideVerdict::NotIsolated => write!(f, "{} allowed: not isolated", key.0),
+        SideVerdict::Allowed { policy, rule, peer, port } => {
+            write!(f, "{} allowed by {policy} {}[{rule}]", key.0, key.0)?;
+            match peer {
+                Some(i) => write!(f, " {}[{i}]", key.1)?,
+                None => write!(f, " (every peer)")?,
+            }
+            match port {
+                PortHit::AllPorts => write!(f, " (every port)"),
+                PortHit::Entry(i) => write!(f, " ports[{i}]"),
+            }
+        }
+        SideVerdict::Denied { isolated_by } => {
+            let names: Vec<String> = isolated_by.iter().map(ToString::to_string).collect();
+            write!(f, "{} denied: isolated by {}, no rule matched", key.0, names.join(", "))
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", if self.allowed() { "allowed" } else { "denied" })?;
+        describe(&self.egress, Direction::Egress, f)?;
+        write!(f, "; ")?;
+        describe(&self.ingress, Direction::Ingress, f)
+    }
+}
+
+impl Cluster {
+    /// Whether `policy` selects `pod` (same namespace, pod selector matches).
+    pub fn selects(&self, policy: &Policy, pod: &PodInfo) -> bool {
+        policy.id.namespace == pod.namespace && policy.pod_selector.matches(&pod.labels)
+    }
+
+    /// The policies that isolate `pod` in `direction`.
+    pub fn isolating<'a>(&'a self, pod: &'a PodInfo, direction: Direction) -> impl Iterator<Item = &'a Policy> + 'a {
+        self.policies_in(&pod.namespace)
+            .filter(move |p| p.isolates(direction) && p.pod_selector.matches(&pod.labels))
+    }
+
+    /// Whether a namespace scope of a peer in a policy of `policy_namespace`
+    /// includes namespace `namespace`.
+    pub fn scope_includes(&self, scope: &NamespaceScope, policy_namespace: &str, namespace: &str) -> bool {
+        match scope {
+            NamespaceScope::Own => policy_namespace == namespace,
+            NamespaceScope::Matching(sel) => sel.matches(&self.namespace_labels(namespace)),
+        }
+    }
+
+    /// Whether `peer` of a policy in `policy_namespace` matches `endpoint`.
+    /// Selector peers match pods only; ipBlocks match by address, pods included.
+    pub fn peer_matches(&self, peer: &Peer, policy_namespace: &str, endpoint: Endpoint<'_>) -> bool {
+        match peer {
+            Peer::Pods { namespaces, pods } => match endpoint {
+                Endpoint::Pod(pod) => {
+                    self.scope_includes(namespaces, policy_namespace, &pod.namespace) && pods.matches(&pod.labels)
+                }
+                Endpoint::Address(_) => false,
+            },
+            Peer::Block(block) => endpoint.addresses().iter().any(|ip| block.contains(ip)),
+        }
+    }
+
+    /// How `pod`'s side judges a connection with `peer` in `direction`, for
+    /// `protocol` to port `port` of `destination` (which resolves named ports).
+    fn side(
+        &self,
+        pod: &PodInfo,
+        direction: Direction,
+        peer: Endpoint<'_>,
+        protocol: Protocol,
+        port: u16,
+        destination: Endpoint<'_>,
+    ) -> SideVerdict {
+        let named = |name: &str, proto: Protocol| match destination {
+            Endpoint::Pod(d) => d.named_port(name, proto),
+            Endpoint::Address(_) => None,
+        };
+        let mut isolated_by = Vec::new();
+        for policy in self.isolating(pod, direction) {
+            isolated_by.push(policy.id.clone());
+            for (rule_index, rule) in policy.rules(direction).iter().enumerate() {
+                let Some(port_hit) = rule.port_hit(protocol, port, &named) else {
+                    continue;
+                };
+                let peer_hit = match &rule.peers {
+                    None => Some(None),
+                    Some(peers) => peers
+                        .iter()
+                        .position(|p| self.peer_matches(p, &policy.id.namespace, peer))
+                        .map(Some),
+                };
+                if let Some(peer_index) = peer_hit {
+                    return SideVerdict::Allowed {
+                        policy: policy.id.clone(),
+                        rule: rule_index,
+                        peer: peer_index,
+                        port: port_hit,
+                    };
+                }
+            }
+        }
+        if isolated_by.is_empty() {
+            SideVerdict::NotIsolated
+        } else {
+            SideVerdict::Denied { isolated_by }
+        }
+    }
+
+    /// Whether `from` may open a `protocol` connection to port `port` of `to`, and why.
+    ///
+    /// ```
+    /// use tierguard::cluster::{Cluster, NamespaceInfo, PodInfo};
+    /// use tierguard::engine::Endpoint;
+    /// use tierguard::policy::Protocol;
+    /// let mut cluster = Cluster::new();
+    /// cluster.upsert_namespace(NamespaceInfo::new("x", Default::default()));
+    /// let pod = |name: &str, ip: &str| PodInfo {
+    ///     namespace: "x".into(), name: name.into(), labels: Default::default(),
+    ///     ips: vec![ip.parse().unwrap()], node: None, ports: vec![],
+    /// };
+    /// let (a, b) = (pod("a", "10.0.0.1"), pod("b", "10.0.0.2"));
+    /// let verdict = cluster.allowed(Endpoint::Pod(&a), Endpoint::Pod(&b), Protocol::Tcp, 80);
+    /// assert!(verdict.allowed());
+    /// assert_eq!(verdict.to_string(), "allowed: egress allowed: not isolated; ingress allowed: not isolated");
+    /// ```
+    pub fn allowed(&self, from: Endpoint<'_>, to: Endpoint<'_>, protocol: Protocol, port: u16) -> Verdict {
+        if let (Endpoint::Pod(a), Endpoint::Pod(b)) = (from, to)
+            && a.namespace == b.namespace
+            && a.name == b.name
+        {
+            return Verdict {
+                egress: SideVerdict::SamePod,
+                ingress: SideVerdict::SamePod,
+            };
+        }
+        let egress = match from {
+            Endpoint::Pod(pod) => self.side(pod, Direction::Egress, to, protocol, port, to),
+            Endpoint::Address(_) => SideVerdict::NotAPod,
+        };
+        let ingress = match to {
+            Endpoint::Pod(pod) => self.side(pod, Direction::Ingress, from, protocol, port, to),
+            Endpoint::Address(_) => SideVerdict::NotAPod,
+        };
+        Verdict { egress, ingress }
+    }
+}
+
+#[cfg(test)]
+mod tests;
