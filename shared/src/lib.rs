@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod engine;
+pub mod guardrails;
 pub mod labels;
 pub mod manifest;
 pub mod policy;

@@ -1,0 +1,220 @@
+//! The guardrail rules R1-R4 (DESIGN.md section 3), namespace validation and
+//! namespace mutation (section 4). Pure functions over a `PolicyState`.
+//!
+//! API CONTRACT (the webhook crate codes against exactly these items; the
+//! bodies are being filled in by the guardrails work).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+use crate::labels::Labels;
+use crate::policy::{Direction, Protocol};
+use crate::template::TierTemplate;
+
+/// Which guardrail rule a violation breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum RuleId {
+    /// default-deny
+    R1,
+    /// DNS
+    R2,
+    /// template flows
+    R3,
+    /// structure
+    R4,
+    /// namespace labels (tier label, `kubernetes.io/metadata.name`)
+    Namespace,
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RuleId::R1 => "R1",
+            RuleId::R2 => "R2",
+            RuleId::R3 => "R3",
+            RuleId::R4 => "R4",
+            RuleId::Namespace => "NS",
+        })
+    }
+}
+
+/// A tier group of a governed namespace (DESIGN 2).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Group {
+    /// The namespace is labelled with this tier: all its pods form one group.
+    Namespace(String),
+    /// Pods labelled with this template tier, in an unlabelled namespace.
+    Tier(String),
+    /// Pods with no template tier, in an unlabelled namespace.
+    Untiered,
+}
+
+/// The tier a peer may be of, for R3.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum PeerTier {
+    /// pods of a template tier
+    Tier(String),
+    /// pods with no template tier (or in ungoverned namespaces)
+    Untiered,
+    /// ipBlock peers
+    External,
+}
+
+/// What makes a violation "the same" before and after a change (DESIGN 3.1).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum ViolationKey {
+    /// R1 (namespace, group, direction)
+    DefaultDeny {
+        /// namespace
+        namespace: String,
+        /// group
+        group: Group,
+        /// direction
+        direction: Direction,
+    },
+    /// R2 (namespace, group, port)
+    Dns {
+        /// namespace
+        namespace: String,
+        /// group
+        group: Group,
+        /// protocol
+        protocol: Protocol,
+        /// port
+        port: u16,
+    },
+    /// R3 (namespace, policy, direction, group, peer tier)
+    Template {
+        /// namespace
+        namespace: String,
+        /// policy name
+        policy: String,
+        /// direction
+        direction: Direction,
+        /// the tier the policy may select
+        tier: String,
+        /// the peer's tier
+        peer: PeerTier,
+    },
+    /// R4 (namespace, policy, field path)
+    Structure {
+        /// namespace
+        namespace: String,
+        /// policy name
+        policy: String,
+        /// field path, e.g. `spec.ingress[0].from[1].ipBlock.except[0]`
+        field: String,
+    },
+    /// Namespace label problems (namespace, label key)
+    NamespaceLabel {
+        /// namespace
+        namespace: String,
+        /// label key
+        label: String,
+    },
+}
+
+/// One violation with its human message.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    /// identity for before/after comparison
+    pub key: ViolationKey,
+    /// names the policy, namespace, tier, rule and field, and says how to fix it
+    pub message: String,
+}
+
+impl Violation {
+    /// The rule broken.
+    pub fn rule(&self) -> RuleId {
+        match self.key {
+            ViolationKey::DefaultDeny { .. } => RuleId::R1,
+            ViolationKey::Dns { .. } => RuleId::R2,
+            ViolationKey::Template { .. } => RuleId::R3,
+            ViolationKey::Structure { .. } => RuleId::R4,
+            ViolationKey::NamespaceLabel { .. } => RuleId::Namespace,
+        }
+    }
+}
+
+/// The cluster state the rules read: namespace labels and NetworkPolicies as
+/// the API holds them (raw, so R4 can report structure problems).
+#[derive(Clone, Debug, Default)]
+pub struct PolicyState {
+    /// namespace name -> labels (with `kubernetes.io/metadata.name`)
+    pub namespaces: BTreeMap<String, Labels>,
+    /// (namespace, name) -> policy
+    pub policies: BTreeMap<(String, String), NetworkPolicy>,
+}
+
+/// Admission operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// CREATE
+    Create,
+    /// UPDATE
+    Update,
+    /// DELETE
+    Delete,
+}
+
+/// The outcome of reviewing one change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Review {
+    /// violations the change introduces (the change is rejected in enforce mode when non-empty)
+    pub new_violations: Vec<Violation>,
+    /// messages to return as warnings even when admitted (e.g. R4 in an ungoverned namespace,
+    /// an unknown `tierguard.io/tier` annotation)
+    pub warnings: Vec<String>,
+}
+
+/// The result of mutating a Namespace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Mutation {
+    /// RFC 6902 patch; empty when nothing changes
+    pub patch: json_patch::Patch,
+    /// warnings for the AdmissionResponse
+    pub warnings: Vec<String>,
+}
+
+// ---- API functions (bodies: see the guardrails work) ----
+
+/// Every violation in one namespace of the state. Ungoverned namespaces get
+/// none (R4 problems there are only warnings, see `review_network_policy`).
+pub fn namespace_violations(template: &TierTemplate, state: &PolicyState, namespace: &str) -> Vec<Violation> {
+    let _ = (template, state, namespace);
+    Vec::new()
+}
+
+/// Every violation of every governed namespace in the state (for `check`).
+pub fn state_violations(template: &TierTemplate, state: &PolicyState) -> BTreeMap<String, Vec<Violation>> {
+    let _ = (template, state);
+    BTreeMap::new()
+}
+
+/// Reviews a NetworkPolicy CREATE (new), UPDATE (old, new) or DELETE (old)
+/// against `state`, the state before the change.
+pub fn review_network_policy(
+    template: &TierTemplate,
+    state: &PolicyState,
+    operation: Operation,
+    old: Option<&NetworkPolicy>,
+    new: Option<&NetworkPolicy>,
+) -> Review {
+    let _ = (template, state, operation, old, new);
+    Review::default()
+}
+
+/// Reviews a Namespace CREATE (new) or UPDATE (old, new).
+pub fn review_namespace(template: &TierTemplate, operation: Operation, old: Option<&Namespace>, new: &Namespace) -> Review {
+    let _ = (template, operation, old, new);
+    Review::default()
+}
+
+/// The patch that sets `kubernetes.io/metadata.name` and the tier label (DESIGN 4).
+pub fn mutate_namespace(template: &TierTemplate, namespace: &Namespace) -> Mutation {
+    let _ = (template, namespace);
+    Mutation::default()
+}
