@@ -66,7 +66,12 @@ impl PodInfo {
         }
         let mut ports = Vec::new();
         let spec = pod.spec.as_ref();
-        for (ci, c) in spec.map(|s| s.containers.as_slice()).unwrap_or_default().iter().enumerate() {
+        for (ci, c) in spec
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             for (pi, p) in c.ports.iter().flatten().enumerate() {
                 let field = format!("spec.containers[{ci}].ports[{pi}]");
                 let protocol = match p.protocol.as_deref() {

@@ -103,7 +103,12 @@ fn describe(side: &SideVerdict, direction: Direction, f: &mut fmt::Formatter<'_>
         SideVerdict::SamePod => write!(f, "{} allowed: same pod", key.0),
         SideVerdict::NotAPod => write!(f, "{} allowed: not a pod", key.0),
         SideVerdict::NotIsolated => write!(f, "{} allowed: not isolated", key.0),
-        SideVerdict::Allowed { policy, rule, peer, port } => {
+        SideVerdict::Allowed {
+            policy,
+            rule,
+            peer,
+            port,
+        } => {
             write!(f, "{} allowed by {policy} {}[{rule}]", key.0, key.0)?;
             match peer {
                 Some(i) => write!(f, " {}[{i}]", key.1)?,

@@ -20,9 +20,7 @@ fn validate_name(name: &str, what: &str) -> Result<(), String> {
     if name.len() > 63 {
         return Err(format!("{what} {name:?} is longer than 63 characters"));
     }
-    let ok_chars = name
-        .chars()
-        .all(|c| is_alnum(c) || c == '-' || c == '_' || c == '.');
+    let ok_chars = name.chars().all(|c| is_alnum(c) || c == '-' || c == '_' || c == '.');
     let ends = name.starts_with(is_alnum) && name.ends_with(is_alnum);
     if ok_chars && ends {
         Ok(())
@@ -39,14 +37,18 @@ fn validate_subdomain(prefix: &str) -> Result<(), String> {
         && prefix.len() <= 253
         && prefix.split('.').all(|part| {
             !part.is_empty()
-                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && part.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && part.ends_with(|c: char| c.is_ascii_alphanumeric())
         });
     if ok {
         Ok(())
     } else {
-        Err(format!("label key prefix {prefix:?} must be a lower-case DNS subdomain"))
+        Err(format!(
+            "label key prefix {prefix:?} must be a lower-case DNS subdomain"
+        ))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod guardrails;
 pub mod labels;
 pub mod manifest;
 pub mod policy;
+pub mod rbac;
 pub mod selector;
 pub mod template;
 

@@ -53,11 +53,19 @@ fn object_label(value: &serde_json::Value) -> Option<String> {
 fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        (if path == "." { "object".to_string() } else { path }, e.inner().to_string())
+        (
+            if path == "." { "object".to_string() } else { path },
+            e.inner().to_string(),
+        )
     })
 }
 
-fn convert(value: serde_json::Value, source_name: &str, document: usize, out: &mut Vec<Manifest>) -> Result<(), ManifestError> {
+fn convert(
+    value: serde_json::Value,
+    source_name: &str,
+    document: usize,
+    out: &mut Vec<Manifest>,
+) -> Result<(), ManifestError> {
     let object = object_label(&value);
     let err = |field: String, message: String| ManifestError {
         source_name: source_name.to_string(),
@@ -140,7 +148,10 @@ mod tests {
         let text = "kind: Namespace\nmetadata: {name: a}\n---\nkind: NetworkPolicy\nmetadata: {name: np, namespace: shop}\nspec:\n  ingress:\n  - ports:\n    - port: [1]\n";
         let e = parse_manifests(text, "bad.yaml").err();
         let e = e.map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.starts_with("bad.yaml: document 2 (NetworkPolicy shop/np): spec.ingress[0].ports[0].port"), "{e}");
+        assert!(
+            e.starts_with("bad.yaml: document 2 (NetworkPolicy shop/np): spec.ingress[0].ports[0].port"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -163,7 +163,12 @@ pub struct Rule {
 impl Rule {
     /// Which part of the rule's ports allows `protocol`/`port` on a
     /// destination whose named ports `named` resolves, if any.
-    pub fn port_hit(&self, protocol: Protocol, port: u16, named: &dyn Fn(&str, Protocol) -> Option<u16>) -> Option<PortHit> {
+    pub fn port_hit(
+        &self,
+        protocol: Protocol,
+        port: u16,
+        named: &dyn Fn(&str, Protocol) -> Option<u16>,
+    ) -> Option<PortHit> {
         if self.ports.is_empty() {
             return Some(PortHit::AllPorts);
         }
@@ -307,14 +312,30 @@ impl Policy {
             .iter()
             .flatten()
             .enumerate()
-            .filter_map(|(i, r)| rule(r.from.as_deref(), r.ports.as_deref(), &format!("spec.ingress[{i}]"), "from", &mut errors))
+            .filter_map(|(i, r)| {
+                rule(
+                    r.from.as_deref(),
+                    r.ports.as_deref(),
+                    &format!("spec.ingress[{i}]"),
+                    "from",
+                    &mut errors,
+                )
+            })
             .collect();
         let egress: Vec<Rule> = spec
             .egress
             .iter()
             .flatten()
             .enumerate()
-            .filter_map(|(i, r)| rule(r.to.as_deref(), r.ports.as_deref(), &format!("spec.egress[{i}]"), "to", &mut errors))
+            .filter_map(|(i, r)| {
+                rule(
+                    r.to.as_deref(),
+                    r.ports.as_deref(),
+                    &format!("spec.egress[{i}]"),
+                    "to",
+                    &mut errors,
+                )
+            })
             .collect();
         let (isolates_ingress, isolates_egress) = match spec.policy_types.as_deref() {
             // The API server's defaulting: Ingress always, Egress when there are egress rules.
@@ -466,7 +487,9 @@ fn ip_block(block: &IPBlock, field: &str, errors: &mut Vec<FieldError>) -> Optio
 fn is_port_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 15
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && name.chars().any(|c| c.is_ascii_lowercase())
         && !name.starts_with('-')
         && !name.ends_with('-')
@@ -517,7 +540,10 @@ fn port(p: &NetworkPolicyPort, field: &str, errors: &mut Vec<FieldError>) -> Opt
 }
 
 fn numeric(n: i64, end: Option<i32>, field: &str, errors: &mut Vec<FieldError>) -> PortMatch {
-    let Ok(start) = u16::try_from(n).map_err(|_| ()).and_then(|p| if p == 0 { Err(()) } else { Ok(p) }) else {
+    let Ok(start) = u16::try_from(n)
+        .map_err(|_| ())
+        .and_then(|p| if p == 0 { Err(()) } else { Ok(p) })
+    else {
         errors.push(FieldError {
             field: format!("{field}.port"),
             message: format!("{n} is out of range (1-65535)"),

@@ -210,7 +210,10 @@ impl Selector {
             for (k, v) in match_labels {
                 let field = format!("matchLabels.{k}");
                 if let Err(message) = labels::validate_key(k) {
-                    errors.push(SelectorError { field: field.clone(), message });
+                    errors.push(SelectorError {
+                        field: field.clone(),
+                        message,
+                    });
                 }
                 if let Err(message) = labels::validate_value(v) {
                     errors.push(SelectorError { field, message });
@@ -329,7 +332,10 @@ impl Selector {
     }
 }
 
-fn parse_requirement(req: &LabelSelectorRequirement, index: usize) -> Result<(Operator, Vec<String>), Vec<SelectorError>> {
+fn parse_requirement(
+    req: &LabelSelectorRequirement,
+    index: usize,
+) -> Result<(Operator, Vec<String>), Vec<SelectorError>> {
     let base = format!("matchExpressions[{index}]");
     let mut errors = Vec::new();
     if let Err(message) = labels::validate_key(&req.key) {

@@ -236,7 +236,10 @@ impl TierTemplate {
                 labels::validate_key(&t).map_err(|m| err(key_line(text, "tierLabel"), "tierLabel", m))?;
                 t
             }
-            None => base.as_ref().map(|b| b.tier_label.clone()).unwrap_or_else(|| "tier".into()),
+            None => base
+                .as_ref()
+                .map(|b| b.tier_label.clone())
+                .unwrap_or_else(|| "tier".into()),
         };
 
         let tiers = match raw.tiers {
@@ -244,7 +247,11 @@ impl TierTemplate {
             None => base.as_ref().map(|b| b.tiers.clone()).unwrap_or_default(),
         };
         if tiers.is_empty() {
-            return Err(err(key_line(text, "tiers"), "tiers", "must name at least one tier".into()));
+            return Err(err(
+                key_line(text, "tiers"),
+                "tiers",
+                "must name at least one tier".into(),
+            ));
         }
 
         let dns = parse_dns(raw.dns, base.as_ref().map(|b| &b.dns), text, &err)?;
@@ -252,7 +259,10 @@ impl TierTemplate {
         let (governed_namespaces, governed_namespaces_source) = match raw.governed_namespaces {
             Some(ls) => {
                 let sel = Selector::from_k8s(&ls).map_err(|errs| {
-                    let first = errs.first().map(|e| (e.field.clone(), e.message.clone())).unwrap_or_default();
+                    let first = errs
+                        .first()
+                        .map(|e| (e.field.clone(), e.message.clone()))
+                        .unwrap_or_default();
                     err(
                         key_line(text, "governedNamespaces"),
                         &format!("governedNamespaces.{}", first.0),
@@ -276,7 +286,11 @@ impl TierTemplate {
                         return Err(err(
                             find_line(text, key_line(text, "namespaceTiers").unwrap_or(1), &p.tier),
                             &format!("namespaceTiers[{i}].tier"),
-                            format!("{:?} is not a tier of this template (tiers: {})", p.tier, tier_names.join(", ")),
+                            format!(
+                                "{:?} is not a tier of this template (tiers: {})",
+                                p.tier,
+                                tier_names.join(", ")
+                            ),
                         ));
                     }
                     out.push(NamespaceTierPattern {
@@ -351,23 +365,40 @@ impl TierTemplate {
 
 type ErrFn<'a> = dyn Fn(Option<usize>, &str, String) -> TemplateError + 'a;
 
-fn parse_tiers(map: &serde_yaml::Mapping, text: &str, err: &ErrFn<'_>) -> Result<Vec<(String, TierFlows)>, TemplateError> {
+fn parse_tiers(
+    map: &serde_yaml::Mapping,
+    text: &str,
+    err: &ErrFn<'_>,
+) -> Result<Vec<(String, TierFlows)>, TemplateError> {
     let tiers_line = key_line(text, "tiers").unwrap_or(1);
     let mut raw = Vec::new();
     for (k, v) in map {
         let Some(name) = k.as_str() else {
-            return Err(err(Some(tiers_line), "tiers", format!("tier names must be strings, got {k:?}")));
+            return Err(err(
+                Some(tiers_line),
+                "tiers",
+                format!("tier names must be strings, got {k:?}"),
+            ));
         };
         let line = find_line(text, tiers_line, &format!("{name}:"));
         let field = format!("tiers.{name}");
         if name == "any" || name == "external" {
-            return Err(err(line, &field, format!("{name:?} is reserved and cannot name a tier")));
+            return Err(err(
+                line,
+                &field,
+                format!("{name:?} is reserved and cannot name a tier"),
+            ));
         }
         labels::validate_value(name)
-            .and_then(|_| if name.is_empty() { Err("tier name must not be empty".into()) } else { Ok(()) })
+            .and_then(|_| {
+                if name.is_empty() {
+                    Err("tier name must not be empty".into())
+                } else {
+                    Ok(())
+                }
+            })
             .map_err(|m| err(line, &field, m))?;
-        let flows: RawFlows =
-            serde_yaml::from_value(v.clone()).map_err(|e| err(line, &field, e.to_string()))?;
+        let flows: RawFlows = serde_yaml::from_value(v.clone()).map_err(|e| err(line, &field, e.to_string()))?;
         raw.push((name.to_string(), flows, line));
     }
     let names: Vec<String> = raw.iter().map(|(n, _, _)| n.clone()).collect();
@@ -394,12 +425,23 @@ fn parse_tiers(map: &serde_yaml::Mapping, text: &str, err: &ErrFn<'_>) -> Result
         };
         let ingress_from = check(&flows.ingress_from, "ingressFrom")?;
         let egress_to = check(&flows.egress_to, "egressTo")?;
-        out.push((name, TierFlows { ingress_from, egress_to }));
+        out.push((
+            name,
+            TierFlows {
+                ingress_from,
+                egress_to,
+            },
+        ));
     }
     Ok(out)
 }
 
-fn parse_dns(raw: Option<RawDns>, base: Option<&DnsSpec>, text: &str, err: &ErrFn<'_>) -> Result<DnsSpec, TemplateError> {
+fn parse_dns(
+    raw: Option<RawDns>,
+    base: Option<&DnsSpec>,
+    text: &str,
+    err: &ErrFn<'_>,
+) -> Result<DnsSpec, TemplateError> {
     let dns_line = key_line(text, "dns");
     let raw = raw.unwrap_or(RawDns {
         namespace: None,
@@ -460,7 +502,13 @@ fn parse_dns(raw: Option<RawDns>, base: Option<&DnsSpec>, text: &str, err: &ErrF
             for (k, v) in &l {
                 labels::validate_key(k)
                     .and_then(|_| labels::validate_value(v))
-                    .map_err(|m| err(find_line(text, dns_line.unwrap_or(1), k), &format!("dns.podLabels.{k}"), m))?;
+                    .map_err(|m| {
+                        err(
+                            find_line(text, dns_line.unwrap_or(1), k),
+                            &format!("dns.podLabels.{k}"),
+                            m,
+                        )
+                    })?;
             }
             l
         }

@@ -208,7 +208,12 @@ pub fn review_network_policy(
 }
 
 /// Reviews a Namespace CREATE (new) or UPDATE (old, new).
-pub fn review_namespace(template: &TierTemplate, operation: Operation, old: Option<&Namespace>, new: &Namespace) -> Review {
+pub fn review_namespace(
+    template: &TierTemplate,
+    operation: Operation,
+    old: Option<&Namespace>,
+    new: &Namespace,
+) -> Review {
     let _ = (template, operation, old, new);
     Review::default()
 }

@@ -16,12 +16,23 @@ fn policy_types_default_like_the_api_server() {
         (serde_json::json!({"podSelector": {}, "egress": [{}]}), (true, true)),
         (serde_json::json!({"podSelector": {}, "egress": []}), (true, false)),
         (serde_json::json!({"podSelector": {}, "policyTypes": []}), (true, false)),
-        (serde_json::json!({"podSelector": {}, "policyTypes": ["Egress"]}), (false, true)),
-        (serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}), (true, true)),
-        (serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress"], "egress": [{}]}), (true, false)),
+        (
+            serde_json::json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+            (false, true),
+        ),
+        (
+            serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+            (true, true),
+        ),
+        (
+            serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress"], "egress": [{}]}),
+            (true, false),
+        ),
     ];
     for (spec, want) in cases {
-        let p = Policy::from_k8s(&np(serde_json::json!({"metadata": {"name": "p", "namespace": "x"}, "spec": spec.clone()})));
+        let p = Policy::from_k8s(&np(
+            serde_json::json!({"metadata": {"name": "p", "namespace": "x"}, "spec": spec.clone()}),
+        ));
         let got = p.map(|p| (p.isolates_ingress, p.isolates_egress)).ok();
         assert_eq!(got, Some(want), "{spec}");
     }
@@ -30,27 +41,81 @@ fn policy_types_default_like_the_api_server() {
 #[test]
 fn structure_errors_name_the_field() {
     let cases = [
-        (serde_json::json!({"ingress": [{"from": [{}, {"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.1.0.0/24"]}}]}]}),
-         "spec.ingress[0].from[1].ipBlock.except[0]", "10.1.0.0/24 is not inside cidr 10.0.0.0/16"),
-        (serde_json::json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}),
-         "spec.ingress[0].from[0].ipBlock.cidr", "not a valid CIDR"),
-        (serde_json::json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.1"}}]}]}),
-         "spec.ingress[0].from[0].ipBlock.cidr", "not a valid CIDR"),
-        (serde_json::json!({"egress": [{"ports": [{"port": 70000}]}]}), "spec.egress[0].ports[0].port", "out of range"),
-        (serde_json::json!({"egress": [{"ports": [{"port": 0}]}]}), "spec.egress[0].ports[0].port", "out of range"),
-        (serde_json::json!({"egress": [{"ports": [{"endPort": 90}]}]}), "spec.egress[0].ports[0].endPort", "requires a numeric port"),
-        (serde_json::json!({"egress": [{"ports": [{"port": "http", "endPort": 90}]}]}), "spec.egress[0].ports[0].endPort", "requires a numeric port"),
-        (serde_json::json!({"egress": [{"ports": [{"port": 90, "endPort": 80}]}]}), "spec.egress[0].ports[0].endPort", "below port 90"),
-        (serde_json::json!({"egress": [{"ports": [{"port": 53, "protocol": "ICMP"}]}]}), "spec.egress[0].ports[0].protocol", "not a supported protocol"),
-        (serde_json::json!({"egress": [{"ports": [{"port": 53, "protocol": "tcp"}]}]}), "spec.egress[0].ports[0].protocol", "not a supported protocol"),
-        (serde_json::json!({"egress": [{"ports": [{"port": "Not_A_Name"}]}]}), "spec.egress[0].ports[0].port", "not a valid port name"),
-        (serde_json::json!({"podSelector": {"matchExpressions": [{"key": "a", "operator": "Equals", "values": ["b"]}]}}),
-         "spec.podSelector.matchExpressions[0].operator", "not a valid selector operator"),
-        (serde_json::json!({"ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}]}]}),
-         "spec.ingress[0].from[0].namespaceSelector.matchExpressions[0].values", "non-empty"),
-        (serde_json::json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}]}),
-         "spec.ingress[0].from[0]", "may not combine"),
-        (serde_json::json!({"policyTypes": ["Ingres"]}), "spec.policyTypes[0]", "not a policy type"),
+        (
+            serde_json::json!({"ingress": [{"from": [{}, {"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.1.0.0/24"]}}]}]}),
+            "spec.ingress[0].from[1].ipBlock.except[0]",
+            "10.1.0.0/24 is not inside cidr 10.0.0.0/16",
+        ),
+        (
+            serde_json::json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}),
+            "spec.ingress[0].from[0].ipBlock.cidr",
+            "not a valid CIDR",
+        ),
+        (
+            serde_json::json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.1"}}]}]}),
+            "spec.ingress[0].from[0].ipBlock.cidr",
+            "not a valid CIDR",
+        ),
+        (
+            serde_json::json!({"egress": [{"ports": [{"port": 70000}]}]}),
+            "spec.egress[0].ports[0].port",
+            "out of range",
+        ),
+        (
+            serde_json::json!({"egress": [{"ports": [{"port": 0}]}]}),
+            "spec.egress[0].ports[0].port",
+            "out of range",
+        ),
+        (
+            serde_json::json!({"egress": [{"ports": [{"endPort": 90}]}]}),
+            "spec.egress[0].ports[0].endPort",
+            "requires a numeric port",
+        ),
+        (
+            serde_json::json!({"egress": [{"ports": [{"port": "http", "endPort": 90}]}]}),
+            "spec.egress[0].ports[0].endPort",
+            "requires a numeric port",
+        ),
+        (
+            serde_json::json!({"egress": [{"ports": [{"port": 90, "endPort": 80}]}]}),
+            "spec.egress[0].ports[0].endPort",
+            "below port 90",
+        ),
+        (
+            serde_json::json!({"egress": [{"ports": [{"port": 53, "protocol": "ICMP"}]}]}),
+            "spec.egress[0].ports[0].protocol",
+            "not a supported protocol",
+        ),
+        (
+            serde_json::json!({"egress": [{"ports": [{"port": 53, "protocol": "tcp"}]}]}),
+            "spec.egress[0].ports[0].protocol",
+            "not a supported protocol",
+        ),
+        (
+            serde_json::json!({"egress": [{"ports": [{"port": "Not_A_Name"}]}]}),
+            "spec.egress[0].ports[0].port",
+            "not a valid port name",
+        ),
+        (
+            serde_json::json!({"podSelector": {"matchExpressions": [{"key": "a", "operator": "Equals", "values": ["b"]}]}}),
+            "spec.podSelector.matchExpressions[0].operator",
+            "not a valid selector operator",
+        ),
+        (
+            serde_json::json!({"ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}]}]}),
+            "spec.ingress[0].from[0].namespaceSelector.matchExpressions[0].values",
+            "non-empty",
+        ),
+        (
+            serde_json::json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}]}),
+            "spec.ingress[0].from[0]",
+            "may not combine",
+        ),
+        (
+            serde_json::json!({"policyTypes": ["Ingres"]}),
+            "spec.policyTypes[0]",
+            "not a policy type",
+        ),
     ];
     for (spec, field, message) in cases {
         let errs = errors(spec.clone());
@@ -63,9 +128,11 @@ fn structure_errors_name_the_field() {
 
 #[test]
 fn broken_rules_are_dropped_so_enforcement_fails_closed() {
-    let p = np(serde_json::json!({"metadata": {"name": "p", "namespace": "x"}, "spec": {
+    let p = np(
+        serde_json::json!({"metadata": {"name": "p", "namespace": "x"}, "spec": {
         "podSelector": {},
-        "ingress": [{"ports": [{"port": 99999}]}, {"from": [{"podSelector": {}}]}]}}));
+        "ingress": [{"ports": [{"port": 99999}]}, {"from": [{"podSelector": {}}]}]}}),
+    );
     let lenient = Policy::from_k8s_lenient(&p);
     assert_eq!(lenient.errors.len(), 1);
     // The broken rule would have meant "every port" had the bad port been ignored.
@@ -76,9 +143,11 @@ fn broken_rules_are_dropped_so_enforcement_fails_closed() {
 
 #[test]
 fn ports_and_protocols() {
-    let p = np(serde_json::json!({"metadata": {"name": "p", "namespace": "x"}, "spec": {
+    let p = np(
+        serde_json::json!({"metadata": {"name": "p", "namespace": "x"}, "spec": {
         "podSelector": {},
-        "ingress": [{"ports": [{"port": 80}, {"protocol": "UDP", "port": 1000, "endPort": 2000}, {"port": "http"}, {"protocol": "SCTP"}]}]}}));
+        "ingress": [{"ports": [{"port": 80}, {"protocol": "UDP", "port": 1000, "endPort": 2000}, {"port": "http"}, {"protocol": "SCTP"}]}]}}),
+    );
     let policy = Policy::from_k8s(&p).unwrap_or_else(|e| panic!("{e}"));
     let rule = &policy.ingress[0];
     let named = |n: &str, proto: Protocol| (n == "http" && proto == Protocol::Tcp).then_some(8080);
@@ -92,8 +161,10 @@ fn ports_and_protocols() {
 
 #[test]
 fn ipv6_blocks() {
-    let p = np(serde_json::json!({"metadata": {"name": "p", "namespace": "x"}, "spec": {
-        "ingress": [{"from": [{"ipBlock": {"cidr": "fd00::/64", "except": ["fd00::/120"]}}]}]}}));
+    let p = np(
+        serde_json::json!({"metadata": {"name": "p", "namespace": "x"}, "spec": {
+        "ingress": [{"from": [{"ipBlock": {"cidr": "fd00::/64", "except": ["fd00::/120"]}}]}]}}),
+    );
     let policy = Policy::from_k8s(&p).unwrap_or_else(|e| panic!("{e}"));
     let Some(Peer::Block(b)) = policy.ingress[0].peers.as_ref().and_then(|p| p.first()) else {
         panic!("expected an ipBlock peer");

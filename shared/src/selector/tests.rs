@@ -32,13 +32,22 @@ fn raw_req() -> impl Strategy<Value = RawReq> {
         Just(Operator::Exists),
         Just(Operator::DoesNotExist)
     ];
-    (0..KEYS.len(), op, proptest::collection::btree_set(0..VALUES.len(), 1..=3)).prop_map(|(k, op, vs)| {
-        let values = match op {
-            Operator::In | Operator::NotIn => vs.into_iter().map(|i| VALUES[i].to_string()).collect(),
-            _ => Vec::new(),
-        };
-        RawReq { key: KEYS[k], op, values }
-    })
+    (
+        0..KEYS.len(),
+        op,
+        proptest::collection::btree_set(0..VALUES.len(), 1..=3),
+    )
+        .prop_map(|(k, op, vs)| {
+            let values = match op {
+                Operator::In | Operator::NotIn => vs.into_iter().map(|i| VALUES[i].to_string()).collect(),
+                _ => Vec::new(),
+            };
+            RawReq {
+                key: KEYS[k],
+                op,
+                values,
+            }
+        })
 }
 
 fn raw_selector() -> impl Strategy<Value = Vec<RawReq>> {
@@ -132,7 +141,10 @@ fn tier_coverage_examples() {
     let tier = |t: &str| Selector::requirement("tier", Operator::In, &[t.to_string()]);
     let web_data = tier("data").and(&Selector::requirement("app", Operator::In, &["web".into()]));
     assert!(tier("data").implies(&Selector::everything()));
-    assert!(!tier("data").implies(&web_data), "app=web does not cover the whole tier");
+    assert!(
+        !tier("data").implies(&web_data),
+        "app=web does not cover the whole tier"
+    );
     assert!(web_data.implies(&tier("data")));
     let untiered = Selector::requirement("tier", Operator::NotIn, &["data".into(), "backend".into()]);
     assert!(!untiered.intersects(&tier("data")));
@@ -142,15 +154,30 @@ fn tier_coverage_examples() {
 #[test]
 fn invalid_selectors_name_the_field() {
     let cases = [
-        (serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Equals", "values": ["x"]}]}), "matchExpressions[0].operator"),
-        (serde_json::json!({"matchExpressions": [{"key": "a", "operator": "In"}]}), "matchExpressions[0].values"),
-        (serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}), "matchExpressions[0].values"),
+        (
+            serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Equals", "values": ["x"]}]}),
+            "matchExpressions[0].operator",
+        ),
+        (
+            serde_json::json!({"matchExpressions": [{"key": "a", "operator": "In"}]}),
+            "matchExpressions[0].values",
+        ),
+        (
+            serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}),
+            "matchExpressions[0].values",
+        ),
         (serde_json::json!({"matchLabels": {"a b": "x"}}), "matchLabels.a b"),
-        (serde_json::json!({"matchExpressions": [{"key": "a", "operator": "In", "values": ["ok", "not ok"]}]}), "matchExpressions[0].values[1]"),
+        (
+            serde_json::json!({"matchExpressions": [{"key": "a", "operator": "In", "values": ["ok", "not ok"]}]}),
+            "matchExpressions[0].values[1]",
+        ),
     ];
     for (json, field) in cases {
         let errs = Selector::from_k8s(&ls(json.clone())).err().unwrap_or_default();
-        assert!(errs.iter().any(|e| e.field == field), "{json}: expected an error on {field}, got {errs:?}");
+        assert!(
+            errs.iter().any(|e| e.field == field),
+            "{json}: expected an error on {field}, got {errs:?}"
+        );
     }
 }
 

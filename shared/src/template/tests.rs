@@ -4,11 +4,20 @@ use super::*;
 fn built_in_is_the_three_tier_template() {
     let t = TierTemplate::built_in();
     assert_eq!(t.tier_label, "tier");
-    assert_eq!(t.tier_names().collect::<Vec<_>>(), ["gateway", "frontend", "backend", "data"]);
+    assert_eq!(
+        t.tier_names().collect::<Vec<_>>(),
+        ["gateway", "frontend", "backend", "data"]
+    );
     let backend = t.flows("backend").map(|f| f.egress_to.clone()).unwrap_or_default();
-    assert_eq!(backend, [FlowPeer::Tier("backend".into()), FlowPeer::Tier("data".into())]);
+    assert_eq!(
+        backend,
+        [FlowPeer::Tier("backend".into()), FlowPeer::Tier("data".into())]
+    );
     assert_eq!(t.dns.ports, [(Protocol::Udp, 53), (Protocol::Tcp, 53)]);
-    assert_eq!(t.dns.port_names.get(&Protocol::Tcp).map(String::as_str), Some("dns-tcp"));
+    assert_eq!(
+        t.dns.port_names.get(&Protocol::Tcp).map(String::as_str),
+        Some("dns-tcp")
+    );
     assert_eq!(t.mode, Mode::Enforce);
     let ns = |n: &str| Labels::from([("kubernetes.io/metadata.name".to_string(), n.to_string())]);
     assert!(t.governs(&ns("shop")));
@@ -32,9 +41,21 @@ fn omitted_keys_take_built_in_values() {
 #[test]
 fn errors_point_at_the_line_and_field() {
     let cases: [(&str, usize, &str); 5] = [
-        ("tiers:\n  web: {ingressFrom: [any], egressTo: [db]}\n", 2, "tiers.web.egressTo[0]"),
-        ("mode: enforce\ntiers:\n  web:\n    ingressFrom: [any]\n    egressTo:\n      - web\n      - databse\n", 7, "tiers.web.egressTo[1]"),
-        ("governedNamespaces:\n  matchExpressions: [{key: a, operator: Is, values: [x]}]\n", 1, "governedNamespaces.matchExpressions[0].operator"),
+        (
+            "tiers:\n  web: {ingressFrom: [any], egressTo: [db]}\n",
+            2,
+            "tiers.web.egressTo[0]",
+        ),
+        (
+            "mode: enforce\ntiers:\n  web:\n    ingressFrom: [any]\n    egressTo:\n      - web\n      - databse\n",
+            7,
+            "tiers.web.egressTo[1]",
+        ),
+        (
+            "governedNamespaces:\n  matchExpressions: [{key: a, operator: Is, values: [x]}]\n",
+            1,
+            "governedNamespaces.matchExpressions[0].operator",
+        ),
         ("mode: strict\n", 1, "template"),
         ("dns:\n  ports: [UDP/53, TCP53]\n", 2, "dns.ports[1]"),
     ];
