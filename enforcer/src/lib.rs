@@ -1,0 +1,7 @@
+//! tierguard's node agent: compiles NetworkPolicies for the pods of one node
+//! into iptables chains and ipsets, applies them atomically, and proves them
+//! on reachability cases.
+
+pub mod commands;
+pub mod conformance;
+pub mod netns;
