@@ -4,4 +4,5 @@
 
 pub mod commands;
 pub mod conformance;
+pub mod contract;
 pub mod netns;

@@ -1,0 +1,36 @@
+//! What the webhook needs from its deployment: the port and paths it serves
+//! and the API resources it watches. The deployment tests check deploy/
+//! against these.
+
+use tierguard::rbac::Watched;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+/// HTTPS port the server listens on (the Service's targetPort).
+pub const PORT: u16 = 8443;
+/// Validating webhook path.
+pub const VALIDATE_PATH: &str = "/validate";
+/// Mutating webhook path.
+pub const MUTATE_PATH: &str = "/mutate";
+/// Liveness.
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// Readiness.
+pub const READYZ_PATH: &str = "/readyz";
+/// Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
+/// Namespace the webhook runs in.
+pub const NAMESPACE: &str = "tierguard-system";
+/// The webhook Service's name (its DNS names go in the serving certificate's SANs).
+pub const SERVICE_NAME: &str = "tierguard-webhook";
+
+/// Every resource the webhook lists and watches (its reflectors are built from this list).
+pub const WATCHED: &[Watched] = &[
+    Watched {
+        group: "networking.k8s.io",
+        resource: "networkpolicies",
+    },
+    Watched {
+        group: "",
+        resource: "namespaces",
+    },
+];

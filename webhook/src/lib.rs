@@ -1,0 +1,3 @@
+//! tierguard's admission webhook and offline `check`.
+
+pub mod contract;
