@@ -1,1 +1,253 @@
-// filled below
+//! Each Kubernetes rule, pinned with the verdict's explanation, not only the boolean.
+
+use super::*;
+use crate::cluster::{ContainerPort, NamespaceInfo};
+use crate::labels::Labels;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Namespaces x and y (labelled ns=<name>), pods a and b in each, serving
+/// TCP 80 named http and UDP 53 named dns.
+fn cluster(policies: &[serde_json::Value]) -> Cluster {
+    let mut c = Cluster::new();
+    for (n, ns) in ["x", "y"].into_iter().enumerate() {
+        c.upsert_namespace(NamespaceInfo::new(ns, labels(&[("ns", ns)])));
+        for (m, pod) in ["a", "b"].into_iter().enumerate() {
+            c.upsert_pod(PodInfo {
+                namespace: ns.into(),
+                name: pod.into(),
+                labels: labels(&[("pod", pod)]),
+                ips: vec![IpAddr::from([10, 0, n as u8 + 1, m as u8 + 1])],
+                node: Some("n1".into()),
+                ports: vec![
+                    ContainerPort { name: Some("http".into()), port: 80, protocol: Protocol::Tcp },
+                    ContainerPort { name: Some("dns".into()), port: 53, protocol: Protocol::Udp },
+                ],
+            });
+        }
+    }
+    for p in policies {
+        let np: NetworkPolicy = serde_json::from_value(p.clone()).expect("policy json");
+        c.apply_network_policy(&np).expect("valid policy");
+    }
+    c
+}
+
+fn np(ns: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+fn verdict(c: &Cluster, from: &str, to: &str, protocol: Protocol, port: u16) -> Verdict {
+    let pod = |k: &str| {
+        let (ns, name) = k.split_once('/').expect("ns/name");
+        c.pod(ns, name).expect("known pod")
+    };
+    c.allowed(Endpoint::Pod(pod(from)), Endpoint::Pod(pod(to)), protocol, port)
+}
+
+fn id(ns: &str, name: &str) -> PolicyId {
+    PolicyId { namespace: ns.into(), name: name.into() }
+}
+
+#[test]
+fn no_policy_means_not_isolated() {
+    let c = cluster(&[]);
+    let v = verdict(&c, "x/a", "y/b", Protocol::Tcp, 80);
+    assert!(v.allowed());
+    assert_eq!(v.egress, SideVerdict::NotIsolated);
+    assert_eq!(v.ingress, SideVerdict::NotIsolated);
+}
+
+#[test]
+fn isolation_is_per_direction() {
+    let c = cluster(&[np("y", "deny-in", serde_json::json!({"podSelector": {}}))]);
+    let v = verdict(&c, "x/a", "y/b", Protocol::Tcp, 80);
+    assert!(!v.allowed());
+    assert_eq!(v.ingress, SideVerdict::Denied { isolated_by: vec![id("y", "deny-in")] });
+    // y's pods are not egress-isolated: their traffic out is untouched.
+    let v = verdict(&c, "y/b", "x/a", Protocol::Tcp, 80);
+    assert!(v.allowed());
+    assert_eq!(v.egress, SideVerdict::NotIsolated);
+}
+
+#[test]
+fn a_pod_always_reaches_itself() {
+    let c = cluster(&[np("x", "deny", serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))]);
+    let v = verdict(&c, "x/a", "x/a", Protocol::Udp, 9);
+    assert!(v.allowed());
+    assert_eq!(v.ingress, SideVerdict::SamePod);
+    assert!(!verdict(&c, "x/a", "x/b", Protocol::Udp, 9).allowed());
+}
+
+#[test]
+fn union_of_policies_names_the_one_that_allowed() {
+    let c = cluster(&[
+        np("y", "from-a", serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}]}]})),
+        np("y", "from-x", serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "x"}}}]}]})),
+    ]);
+    let v = verdict(&c, "x/b", "y/b", Protocol::Tcp, 80);
+    assert_eq!(
+        v.ingress,
+        SideVerdict::Allowed { policy: id("y", "from-x"), rule: 0, peer: Some(0), port: PortHit::AllPorts }
+    );
+    let v = verdict(&c, "y/a", "y/b", Protocol::Tcp, 80);
+    assert_eq!(
+        v.ingress,
+        SideVerdict::Allowed { policy: id("y", "from-a"), rule: 0, peer: Some(0), port: PortHit::AllPorts }
+    );
+    let v = verdict(&c, "y/b", "y/a", Protocol::Tcp, 80);
+    assert_eq!(v.ingress, SideVerdict::Denied { isolated_by: vec![id("y", "from-a"), id("y", "from-x")] });
+    assert_eq!(
+        v.to_string(),
+        "denied: egress allowed: not isolated; ingress denied: isolated by y/from-a, y/from-x, no rule matched"
+    );
+}
+
+#[test]
+fn both_ends_must_allow() {
+    let c = cluster(&[
+        np("x", "a-out-none", serde_json::json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"]})),
+        np("y", "open-in", serde_json::json!({"podSelector": {}, "ingress": [{}]})),
+    ]);
+    let v = verdict(&c, "x/a", "y/a", Protocol::Tcp, 80);
+    assert!(!v.allowed());
+    assert_eq!(v.egress, SideVerdict::Denied { isolated_by: vec![id("x", "a-out-none")] });
+    assert!(v.ingress.is_allowed(), "ingress alone would allow it: {v}");
+}
+
+#[test]
+fn namespace_and_pod_selectors_are_anded_within_a_peer() {
+    let c = cluster(&[np(
+        "y",
+        "p",
+        serde_json::json!({"podSelector": {}, "ingress": [{"from": [
+            {"namespaceSelector": {"matchLabels": {"ns": "x"}}, "podSelector": {"matchLabels": {"pod": "b"}}}
+        ]}]}),
+    )]);
+    assert!(verdict(&c, "x/b", "y/a", Protocol::Tcp, 80).allowed());
+    assert!(!verdict(&c, "x/a", "y/a", Protocol::Tcp, 80).allowed());
+    assert!(!verdict(&c, "y/b", "y/a", Protocol::Tcp, 80).allowed(), "pod b of the wrong namespace");
+}
+
+#[test]
+fn pod_selector_peer_stays_in_the_policy_namespace() {
+    let c = cluster(&[np("y", "p", serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}))]);
+    assert!(verdict(&c, "y/b", "y/a", Protocol::Tcp, 80).allowed());
+    assert!(!verdict(&c, "x/b", "y/a", Protocol::Tcp, 80).allowed());
+}
+
+#[test]
+fn ip_blocks_with_except_v4_and_v6() {
+    let c = cluster(&[np(
+        "y",
+        "p",
+        serde_json::json!({"podSelector": {}, "ingress": [{"from": [
+            {"ipBlock": {"cidr": "10.0.1.0/24", "except": ["10.0.1.2/32"]}},
+            {"ipBlock": {"cidr": "fd00::/64"}}
+        ]}]}),
+    )]);
+    let v = verdict(&c, "x/a", "y/a", Protocol::Tcp, 80);
+    assert_eq!(v.ingress, SideVerdict::Allowed { policy: id("y", "p"), rule: 0, peer: Some(0), port: PortHit::AllPorts });
+    assert!(!verdict(&c, "x/b", "y/a", Protocol::Tcp, 80).allowed(), "10.0.1.2 is in the except");
+    let dst = c.pod("y", "a").expect("pod");
+    let v6 = c.allowed(Endpoint::Address("fd00::5".parse().expect("ip")), Endpoint::Pod(dst), Protocol::Tcp, 80);
+    assert_eq!(v6.ingress, SideVerdict::Allowed { policy: id("y", "p"), rule: 0, peer: Some(1), port: PortHit::AllPorts });
+    assert_eq!(v6.egress, SideVerdict::NotAPod);
+    let outside = c.allowed(Endpoint::Address("fd01::5".parse().expect("ip")), Endpoint::Pod(dst), Protocol::Tcp, 80);
+    assert!(!outside.allowed());
+}
+
+#[test]
+fn selector_peers_never_match_addresses_outside_the_cluster() {
+    let c = cluster(&[np("y", "p", serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}))]);
+    let dst = c.pod("y", "a").expect("pod");
+    assert!(!c.allowed(Endpoint::Address("10.0.1.1".parse().expect("ip")), Endpoint::Pod(dst), Protocol::Tcp, 80).allowed());
+    assert!(verdict(&c, "x/a", "y/a", Protocol::Tcp, 80).allowed());
+}
+
+#[test]
+fn ports_protocols_end_ports_and_named_ports() {
+    let c = cluster(&[np(
+        "y",
+        "p",
+        serde_json::json!({"podSelector": {}, "ingress": [{"ports": [
+            {"port": 8000, "endPort": 8080},
+            {"protocol": "UDP", "port": "dns"},
+            {"port": "http"}
+        ]}]}),
+    )]);
+    let hit = |proto, port| match verdict(&c, "x/a", "y/a", proto, port).ingress {
+        SideVerdict::Allowed { port, .. } => Some(port),
+        _ => None,
+    };
+    assert_eq!(hit(Protocol::Tcp, 8000), Some(PortHit::Entry(0)));
+    assert_eq!(hit(Protocol::Tcp, 8080), Some(PortHit::Entry(0)));
+    assert_eq!(hit(Protocol::Tcp, 8081), None);
+    assert_eq!(hit(Protocol::Udp, 8000), None, "no protocol means TCP");
+    assert_eq!(hit(Protocol::Udp, 53), Some(PortHit::Entry(1)));
+    assert_eq!(hit(Protocol::Tcp, 53), None, "dns is named for UDP only");
+    assert_eq!(hit(Protocol::Tcp, 80), Some(PortHit::Entry(2)));
+}
+
+#[test]
+fn egress_named_ports_resolve_on_the_destination() {
+    let mut c = cluster(&[np(
+        "x",
+        "p",
+        serde_json::json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": "http"}]}]}),
+    )]);
+    // y/b serves http on 8080 instead.
+    if let Some(pod) = c.pod_mut("y", "b") {
+        pod.ports[0].port = 8080;
+    }
+    assert!(verdict(&c, "x/a", "y/a", Protocol::Tcp, 80).allowed());
+    assert!(!verdict(&c, "x/a", "y/b", Protocol::Tcp, 80).allowed());
+    assert!(verdict(&c, "x/a", "y/b", Protocol::Tcp, 8080).allowed());
+    // An address outside the cluster has no named ports.
+    let src = c.pod("x", "a").expect("pod");
+    assert!(!c.allowed(Endpoint::Pod(src), Endpoint::Address("192.0.2.1".parse().expect("ip")), Protocol::Tcp, 80).allowed());
+}
+
+#[test]
+fn egress_defaults_and_empty_rules() {
+    // No policyTypes and a non-empty egress list: Ingress and Egress.
+    let c = cluster(&[np(
+        "x",
+        "p",
+        serde_json::json!({"podSelector": {"matchLabels": {"pod": "a"}}, "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+    )]);
+    assert!(verdict(&c, "x/a", "y/a", Protocol::Tcp, 80).allowed());
+    let v = verdict(&c, "x/a", "x/b", Protocol::Tcp, 80);
+    assert_eq!(v.egress, SideVerdict::Denied { isolated_by: vec![id("x", "p")] });
+    let v = verdict(&c, "y/a", "x/a", Protocol::Tcp, 80);
+    assert_eq!(v.ingress, SideVerdict::Denied { isolated_by: vec![id("x", "p")] });
+    // An empty rule allows every peer and port.
+    let c = cluster(&[np("x", "open", serde_json::json!({"podSelector": {}, "ingress": [{}]}))]);
+    assert_eq!(
+        verdict(&c, "y/a", "x/a", Protocol::Sctp, 1).ingress,
+        SideVerdict::Allowed { policy: id("x", "open"), rule: 0, peer: None, port: PortHit::AllPorts }
+    );
+}
+
+#[test]
+fn namespace_labels_come_from_the_cluster_and_default_to_the_name_label() {
+    let mut c = cluster(&[np(
+        "y",
+        "p",
+        serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "q"}}}]}]}),
+    )]);
+    // A pod in namespace q that the cluster has no Namespace object for.
+    c.upsert_pod(PodInfo {
+        namespace: "q".into(),
+        name: "z".into(),
+        labels: Labels::new(),
+        ips: vec![IpAddr::from([10, 9, 9, 9])],
+        node: None,
+        ports: vec![],
+    });
+    assert!(verdict(&c, "q/z", "y/a", Protocol::Tcp, 80).allowed());
+    assert!(!verdict(&c, "x/a", "y/a", Protocol::Tcp, 80).allowed());
+}

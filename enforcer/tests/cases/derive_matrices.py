@@ -1,0 +1,144 @@
+# Derives the expected matrices of the hand-written cases in this folder.
+# Each expectation is a predicate written by hand from the Kubernetes rules
+# (not computed by the engine). Run: python3 derive_matrices.py (needs PyYAML).
+import os
+# Writes hand-derived reachability cases. Each expectation is a python
+# predicate written from the Kubernetes rules by hand (not from the engine).
+import yaml
+os.chdir(os.path.dirname(os.path.abspath(__file__)))
+PODS = [f"{n}/{p}" for n in "xyz" for p in "abc"]
+def matrix(ok, pods=PODS):
+    w = max(len(p) for p in pods)
+    lines = ["-".ljust(w) + " " + " ".join(p.ljust(3) for p in pods)]
+    for f in pods:
+        cells = ["." if f == t or ok(f, t) else "X" for t in pods]
+        lines.append(f.ljust(w) + "  " + "   ".join(cells))
+    return "\n".join(lines) + "\n"
+def np(ns, name, spec):
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+def sel(**kv): return {"matchLabels": kv}
+def write(name, description, steps, cluster=None):
+    doc = {"name": name, "description": description}
+    if cluster: doc["cluster"] = cluster
+    doc["steps"] = steps
+    with open(f"{name}.yaml", "w") as fh:
+        yaml.safe_dump(doc, fh, sort_keys=False, width=110)
+ns = lambda p: p.split("/")[0]
+pod = lambda p: p.split("/")[1]
+
+# --- policyTypes defaulting
+eg_to_y = [{"to": [{"namespaceSelector": sel(ns="y")}]}]
+write("policy-types-defaulting",
+  "policyTypes defaults as the API server does: Ingress always, Egress only when spec.egress is non-empty; "
+  "explicit policyTypes [Egress] leaves ingress open.",
+  [
+   {"apply": [np("x", "a-policy", {"podSelector": sel(pod="a"), "egress": eg_to_y})],
+    "expect": [{"probe": "TCP/80", "matrix": matrix(lambda f, t: (t != "x/a") and (f != "x/a" or ns(t) == "y"))}]},
+   {"apply": [np("x", "a-policy", {"podSelector": sel(pod="a"), "policyTypes": ["Egress"], "egress": eg_to_y})],
+    "expect": [{"probe": "UDP/81", "matrix": matrix(lambda f, t: f != "x/a" or ns(t) == "y")}]},
+   {"apply": [np("x", "a-policy", {"podSelector": sel(pod="a"), "ingress": [{"from": [{"podSelector": {}}]}]})],
+    "expect": [{"probe": "TCP/81", "matrix": matrix(lambda f, t: t != "x/a" or ns(f) == "x")}]},
+  ])
+
+# --- union of policies, both ends, deletes
+write("union-egress-and-ingress",
+  "Policies selecting the same pod add up; a connection needs the client's egress and the server's ingress; "
+  "deleting a policy removes what only it allowed.",
+  [
+   {"apply": [np("y", "b-from-a", {"podSelector": sel(pod="b"), "ingress": [{"from": [{"podSelector": sel(pod="a")}]}]}),
+              np("y", "b-from-z-c", {"podSelector": sel(pod="b"), "ingress": [{"from": [{"namespaceSelector": sel(ns="z"), "podSelector": sel(pod="c")}]}]})],
+    "expect": [{"probe": "TCP/80", "matrix": matrix(lambda f, t: t != "y/b" or f in ("y/a", "z/c"))}]},
+   {"apply": [np("z", "c-to-x-only", {"podSelector": sel(pod="c"), "policyTypes": ["Egress"],
+                                    "egress": [{"to": [{"ipBlock": {"cidr": "10.244.1.0/24"}}]}]})],
+    "expect": [{"probe": "TCP/80", "matrix": matrix(lambda f, t: (t != "y/b" or f == "y/a") and (f != "z/c" or ns(t) == "x"))}]},
+   {"delete": [{"namespace": "y", "name": "b-from-a"}],
+    "expect": [{"probe": "TCP/80", "matrix": matrix(lambda f, t: (t != "y/b") and (f != "z/c" or ns(t) == "x"))}]},
+  ])
+
+# --- ports, endPort, protocol default
+write("ports-endport-protocol",
+  "A port without protocol is TCP; port with endPort is an inclusive range; a port entry with a protocol and no "
+  "port allows every port of that protocol only.",
+  [
+   {"apply": [np("x", "a-ports", {"podSelector": sel(pod="a"), "ingress": [{"ports": [{"port": 81, "endPort": 90}]}]})],
+    "expect": [{"probe": "TCP/80", "matrix": matrix(lambda f, t: t != "x/a")},
+               {"probe": "TCP/81", "matrix": matrix(lambda f, t: True)},
+               {"probe": "UDP/81", "matrix": matrix(lambda f, t: t != "x/a")}]},
+   {"apply": [np("x", "a-ports", {"podSelector": sel(pod="a"), "ingress": [{"ports": [{"protocol": "UDP"}]}]})],
+    "expect": [{"probe": "TCP/81", "matrix": matrix(lambda f, t: t != "x/a")},
+               {"probe": "UDP/80", "matrix": matrix(lambda f, t: True)}]},
+  ])
+
+# --- named ports resolved per destination pod (custom cluster)
+def p(nsn, name, ip, labels, ports):
+    return {"namespace": nsn, "name": name, "ip": ip, "labels": labels, "ports": ports}
+web = lambda n, port, proto="TCP": {"name": n, "port": port, "protocol": proto}
+cl = {"namespaces": [{"name": "x", "labels": {"ns": "x", "kubernetes.io/metadata.name": "x"}}],
+      "pods": [p("x", "a", "10.244.1.10", {"pod": "a"}, [web("web", 80), web("alt", 81)]),
+               p("x", "b", "10.244.1.11", {"pod": "b"}, [web("web", 81), web("alt", 80)]),
+               p("x", "c", "10.244.1.12", {"pod": "c"}, [web("other", 80), web("other", 81), web("web", 80, "UDP")])]}
+XP = ["x/a", "x/b", "x/c"]
+write("named-port-per-destination",
+  "A named port is resolved on each destination pod: egress to port web reaches 80 on x/a and 81 on x/b, and nothing "
+  "on x/c, which names no TCP port web; in ingress, web resolves on the selected pod itself, per protocol (a port without protocol is TCP).",
+  [
+   {"apply": [np("x", "c-egress-web", {"podSelector": sel(pod="c"), "policyTypes": ["Egress"], "egress": [{"ports": [{"port": "web"}]}]})],
+    "expect": [{"probe": "TCP/80", "matrix": matrix(lambda f, t: f != "x/c" or t == "x/a", XP)},
+               {"probe": "TCP/81", "matrix": matrix(lambda f, t: f != "x/c" or t == "x/b", XP)}]},
+   {"delete": [{"namespace": "x", "name": "c-egress-web"}],
+    "apply": [np("x", "web-in", {"podSelector": {}, "ingress": [{"ports": [{"port": "web"}, {"protocol": "UDP", "port": "web"}]}]})],
+    "expect": [{"probe": "TCP/80", "matrix": matrix(lambda f, t: t == "x/a", XP)},
+               {"probe": "TCP/81", "matrix": matrix(lambda f, t: t == "x/b", XP)},
+               {"probe": "UDP/80", "matrix": matrix(lambda f, t: t == "x/c", XP)}]},
+  ], cluster=cl)
+
+# --- selector expressions, namespace and pod relabelling
+write("selector-expressions-and-relabel",
+  "matchExpressions In/NotIn/Exists on pods and namespaces; relabelling a namespace or a pod changes which "
+  "policies select it and which peers match, with no change to the policies.",
+  [
+   {"apply": [np("y", "not-a", {"podSelector": {"matchExpressions": [{"key": "pod", "operator": "NotIn", "values": ["a"]}]},
+                               "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "In", "values": ["x", "z"]}]},
+                                                      "podSelector": {"matchExpressions": [{"key": "pod", "operator": "Exists"}]}}]}]})],
+    "expect": [{"probe": "TCP/80", "matrix": matrix(lambda f, t: t not in ("y/b", "y/c") or ns(f) in "xz")}]},
+   {"labelNamespaces": [{"name": "z", "labels": {"ns": "w", "kubernetes.io/metadata.name": "z"}}],
+    "expect": [{"probe": "TCP/80", "matrix": matrix(lambda f, t: t not in ("y/b", "y/c") or ns(f) == "x")}]},
+   {"labelPods": [{"namespace": "y", "name": "a", "labels": {"pod": "b"}},
+                  {"namespace": "x", "name": "c", "labels": {"role": "db"}}],
+    "expect": [{"probe": "TCP/80", "matrix": matrix(lambda f, t: ns(t) != "y" or (ns(f) == "x" and f != "x/c"))}]},
+  ])
+
+# --- ipBlock egress with except, union with allow-all
+write("ipblock-egress-and-allow-all",
+  "An egress ipBlock 10.244.0.0/16 except 10.244.2.0/24 lets x/b reach namespaces x and z but not y; a second "
+  "policy with an empty egress rule allows everything (union); an empty ingress rule admits every source.",
+  [
+   {"apply": [np("x", "b-block", {"podSelector": sel(pod="b"), "policyTypes": ["Egress"],
+                                  "egress": [{"to": [{"ipBlock": {"cidr": "10.244.0.0/16", "except": ["10.244.2.0/24"]}}]}]})],
+    "expect": [{"probe": "UDP/80", "matrix": matrix(lambda f, t: f != "x/b" or ns(t) != "y")}]},
+   {"apply": [np("x", "b-all", {"podSelector": sel(pod="b"), "policyTypes": ["Egress", "Ingress"], "egress": [{}], "ingress": [{}]})],
+    "expect": [{"probe": "UDP/80", "matrix": matrix(lambda f, t: True)}]},
+  ])
+
+# --- empty namespaceSelector vs empty podSelector peers
+write("empty-selectors-in-peers",
+  "A peer namespaceSelector {} matches pods of every namespace; a peer podSelector {} alone matches only pods of "
+  "the policy's own namespace.",
+  [
+   {"apply": [np("x", "a-from-all-ns", {"podSelector": sel(pod="a"), "ingress": [{"from": [{"namespaceSelector": {}}]}]}),
+              np("x", "b-from-own-ns", {"podSelector": sel(pod="b"), "ingress": [{"from": [{"podSelector": {}}]}]})],
+    "expect": [{"probe": "TCP/81", "matrix": matrix(lambda f, t: t != "x/b" or ns(f) == "x")}]},
+  ])
+
+# --- SCTP is policed like the rest
+write("sctp-deny-and-allow",
+  "SCTP follows the same rules: a deny-all ingress in z blocks SCTP into z; a port entry for SCTP 80 reopens it "
+  "for SCTP only.",
+  [
+   {"apply": [np("z", "deny", {"podSelector": {}, "policyTypes": ["Ingress"]})],
+    "expect": [{"probe": "SCTP/80", "matrix": matrix(lambda f, t: ns(t) != "z" or f == t)}]},
+   {"apply": [np("z", "sctp-80", {"podSelector": {}, "ingress": [{"ports": [{"protocol": "SCTP", "port": 80}]}]})],
+    "expect": [{"probe": "SCTP/80", "matrix": matrix(lambda f, t: True)},
+               {"probe": "TCP/80", "matrix": matrix(lambda f, t: ns(t) != "z")}]},
+  ])
