@@ -1,3 +1,21 @@
 //! tierguard's admission webhook and offline `check`.
+//!
+//! - [`admission`]: AdmissionReview in, AdmissionReview out (guardrails + mode).
+//! - [`server`]: routes, the rustls accept loop, graceful shutdown; [`serve`] wires it up.
+//! - [`tls`]: loading, verifying and hot-reloading the serving certificate.
+//! - [`state`]: the cluster view, from reflectors or from manifest files.
+//! - [`check`]: the same rules over manifest files, for CI.
 
+pub mod admission;
+pub mod check;
+pub mod cli;
 pub mod contract;
+pub mod logging;
+pub mod metrics;
+pub mod readiness;
+pub mod selfsigned;
+pub mod serve;
+pub mod server;
+pub mod state;
+pub mod template;
+pub mod tls;

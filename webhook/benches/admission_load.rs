@@ -1,0 +1,294 @@
+//! Load benchmark: real AdmissionReview requests over HTTPS (keep-alive,
+//! HTTP/1.1) against `serve --state` with a namespace of 50 policies, and
+//! against a trivial axum+rustls echo handler in the same run, at
+//! concurrency 1, 16 and 64. Prints p50, p99 and requests/s for both and
+//! the ratio.
+//!
+//! `cargo bench -p tierguard-webhook --bench admission_load`
+//! (`BENCH_SECONDS` sets the measured time per level, default 5).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::post;
+use serde_json::{Value, json};
+use tierguard_webhook::metrics::Metrics;
+use tierguard_webhook::serve::{self, Options};
+use tierguard_webhook::state::files::FileState;
+use tierguard_webhook::tls::{self, CertReloader};
+use tierguard_webhook::{selfsigned, server};
+
+const POLICIES: usize = 50;
+
+/// A governed namespace with a default-deny (with DNS) and 49 allow policies
+/// that follow the template.
+fn write_state(dir: &Path) -> Value {
+    let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: load}\n");
+    text.push_str(
+        "---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny-all, namespace: load}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress, Egress]
+  egress:
+  - to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}, podSelector: {matchLabels: {k8s-app: kube-dns}}}]
+    ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]
+",
+    );
+    let flows = [
+        ("backend", "Ingress", "from", "frontend"),
+        ("backend", "Ingress", "from", "gateway"),
+        ("backend", "Egress", "to", "data"),
+        ("data", "Ingress", "from", "backend"),
+        ("gateway", "Egress", "to", "backend"),
+        ("frontend", "Egress", "to", "backend"),
+        ("backend", "Egress", "to", "backend"),
+    ];
+    for i in 1..POLICIES {
+        let (tier, direction, peer_key, peer) = flows[i % flows.len()];
+        let rules = if direction == "Ingress" { "ingress" } else { "egress" };
+        let _ = write!(
+            text,
+            "---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: p{i:02}, namespace: load}}
+spec:
+  podSelector: {{matchLabels: {{tier: {tier}, app: app{i}}}}}
+  policyTypes: [{direction}]
+  {rules}:
+  - {peer_key}: [{{podSelector: {{matchLabels: {{tier: {peer}}}}}}}]
+    ports: [{{protocol: TCP, port: {port}}}]
+",
+            port = 8000 + i
+        );
+    }
+    std::fs::write(dir.join("state.yaml"), text).unwrap();
+    let object: Value = serde_yaml::from_str(
+        "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: new-backend-api, namespace: load}
+spec:
+  podSelector: {matchLabels: {tier: backend, app: api}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {tier: frontend}}}]
+    ports: [{protocol: TCP, port: 9443}]
+",
+    )
+    .unwrap();
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "bench",
+            "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"},
+            "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"},
+            "name": "new-backend-api",
+            "namespace": "load",
+            "operation": "CREATE",
+            "userInfo": {"username": "bench"},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false
+        }
+    })
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    rps: f64,
+    errors: usize,
+}
+
+async fn run_level(client: &reqwest::Client, url: &str, body: &Bytes, concurrency: usize, duration: Duration) -> Stats {
+    let run = |measure: Duration| {
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (client, url, body) = (client.clone(), url.to_string(), body.clone());
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    let mut errors = 0;
+                    let end = Instant::now() + measure;
+                    while Instant::now() < end {
+                        let start = Instant::now();
+                        let ok = match client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                            .send()
+                            .await
+                        {
+                            Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
+                            Err(_) => false,
+                        };
+                        if ok {
+                            latencies.push(start.elapsed());
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    (latencies, errors)
+                })
+            })
+            .collect();
+        async move {
+            let started = Instant::now();
+            let mut all = Vec::new();
+            let mut errors = 0;
+            for t in tasks {
+                let (l, e) = t.await.unwrap();
+                all.extend(l);
+                errors += e;
+            }
+            (all, errors, started.elapsed())
+        }
+    };
+    // warm-up: open the keep-alive connections
+    let _ = run(Duration::from_millis(500)).await;
+    let (mut latencies, errors, elapsed) = run(duration).await;
+    latencies.sort();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
+    Stats {
+        p50: pick(0.50),
+        p99: pick(0.99),
+        rps: latencies.len() as f64 / elapsed.as_secs_f64(),
+        errors,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let duration = Duration::from_secs(seconds);
+    let dir = tempfile::tempdir().unwrap();
+    let review = write_state(dir.path());
+    let body = Bytes::from(serde_json::to_vec(&review).unwrap());
+    let certs = selfsigned::write_dev_certs(dir.path(), &[]).unwrap();
+
+    // the webhook, as `serve --state`
+    let state = FileState::read(&[dir.path().join("state.yaml")]).unwrap();
+    let webhook = serve::start(Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        template: tierguard::TierTemplate::built_in(),
+        state: Arc::new(state),
+        cert: certs.cert.clone(),
+        key: certs.key.clone(),
+        service_names: vec!["localhost".to_string()],
+        drain: Duration::ZERO,
+        cert_recheck: Duration::from_secs(60),
+    })
+    .await
+    .unwrap();
+
+    // the echo handler: same TLS stack, no logic
+    let echo_cert = CertReloader::new(
+        certs.cert.clone(),
+        certs.key.clone(),
+        vec!["localhost".into()],
+        Arc::new(Metrics::new()),
+    );
+    echo_cert.check();
+    let echo_tls = Arc::new(tls::server_config(echo_cert.resolver()).unwrap());
+    let (listener, echo_addr) = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (echo_stop, echo_stopped) = tokio::sync::oneshot::channel::<()>();
+    let echo = tokio::spawn(server::serve_tls(
+        listener,
+        echo_tls,
+        Router::new().route("/validate", post(|body: Bytes| async move { body })),
+        async move {
+            let _ = echo_stopped.await;
+        },
+    ));
+
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&certs.ca).unwrap()).unwrap();
+    let client_for = |addr, concurrency: usize| {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca.clone())
+            .resolve("localhost", addr)
+            .http1_only()
+            .pool_max_idle_per_host(concurrency)
+            .build()
+            .unwrap()
+    };
+    // sanity: the request is a real review and is admitted
+    let probe: Value = client_for(webhook.local_addr, 1)
+        .post(format!("https://localhost:{}/validate", webhook.local_addr.port()))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(probe["response"]["allowed"], true, "{probe}");
+
+    println!(
+        "admission_load: {POLICIES} policies in namespace `load`, NetworkPolicy CREATE, {} byte body, {seconds} s per level, HTTP/1.1 keep-alive over TLS, client in the same process",
+        body.len()
+    );
+    println!(
+        "{:>11} | {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10} | {:>9} {:>9}",
+        "concurrency", "hook p50", "hook p99", "hook rps", "echo p50", "echo p99", "echo rps", "p50 ratio", "rps ratio"
+    );
+    for concurrency in [1, 16, 64] {
+        let hook = run_level(
+            &client_for(webhook.local_addr, concurrency),
+            &format!("https://localhost:{}/validate", webhook.local_addr.port()),
+            &body,
+            concurrency,
+            duration,
+        )
+        .await;
+        let plain = run_level(
+            &client_for(echo_addr, concurrency),
+            &format!("https://localhost:{}/validate", echo_addr.port()),
+            &body,
+            concurrency,
+            duration,
+        )
+        .await;
+        println!(
+            "{concurrency:>11} | {:>10} {:>10} {:>10.0} | {:>10} {:>10} {:>10.0} | {:>8.2}x {:>8.2}x{}",
+            ms(hook.p50),
+            ms(hook.p99),
+            hook.rps,
+            ms(plain.p50),
+            ms(plain.p99),
+            plain.rps,
+            hook.p50.as_secs_f64() / plain.p50.as_secs_f64().max(1e-9),
+            plain.rps / hook.rps.max(1e-9),
+            if hook.errors + plain.errors > 0 {
+                format!("  ({} webhook / {} echo errors)", hook.errors, plain.errors)
+            } else {
+                String::new()
+            }
+        );
+    }
+    webhook.shutdown().await;
+    let _ = echo_stop.send(());
+    let _ = echo.await;
+}

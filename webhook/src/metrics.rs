@@ -1,0 +1,162 @@
+//! Prometheus metrics: requests by kind, operation and verdict; request
+//! latency; the serving certificate's expiry; refused certificate reloads.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// What the webhook answered.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Verdict {
+    /// admitted, nothing new wrong
+    Allowed,
+    /// rejected (enforce mode)
+    Denied,
+    /// admitted with the violations as warnings (warn mode)
+    Warned,
+    /// admitted, violations only logged and counted (audit mode)
+    Audited,
+    /// admitted with a JSONPatch
+    Patched,
+    /// the request could not be read
+    Invalid,
+}
+
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// e.g. `NetworkPolicy`; `unknown` when the request could not be read
+    pub kind: String,
+    /// e.g. `CREATE`
+    pub operation: String,
+    /// the verdict
+    pub verdict: Verdict,
+}
+
+/// Labels of the latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    /// `/validate` or `/mutate`
+    pub path: String,
+}
+
+type HistogramFamily = Family<PathLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_125, 2.0, 16))
+}
+
+/// The webhook's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily,
+    cert_expiry: Gauge,
+    cert_refused: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tierguard_webhook");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let cert_expiry = Gauge::default();
+        let cert_refused = Counter::default();
+        registry.register(
+            "admission_requests",
+            "AdmissionReview requests by kind, operation and verdict",
+            requests.clone(),
+        );
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an AdmissionReview",
+            latency.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate in use (Unix time)",
+            cert_expiry.clone(),
+        );
+        registry.register(
+            "certificate_reloads_refused",
+            "New serving certificates refused (expired, key mismatch, missing service name, unreadable)",
+            cert_refused.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            cert_expiry,
+            cert_refused,
+        }
+    }
+
+    /// Counts one request.
+    pub fn count(&self, kind: &str, operation: &str, verdict: Verdict) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                kind: kind.to_string(),
+                operation: operation.to_string(),
+                verdict,
+            })
+            .inc();
+    }
+
+    /// Records how long a request took.
+    pub fn observe_latency(&self, path: &str, seconds: f64) {
+        self.latency
+            .get_or_create(&PathLabels { path: path.to_string() })
+            .observe(seconds);
+    }
+
+    /// Sets the expiry of the certificate now in use.
+    pub fn set_cert_expiry(&self, not_after_unix: i64) {
+        self.cert_expiry.set(not_after_unix);
+    }
+
+    /// Counts a refused certificate.
+    pub fn cert_refused(&self) {
+        self.cert_refused.inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_counters_histogram_and_gauge() -> Result<(), std::fmt::Error> {
+        let m = Metrics::new();
+        m.count("NetworkPolicy", "CREATE", Verdict::Denied);
+        m.observe_latency("/validate", 0.001);
+        m.set_cert_expiry(1_900_000_000);
+        let text = m.encode()?;
+        assert!(
+            text.contains(
+                r#"tierguard_webhook_admission_requests_total{kind="NetworkPolicy",operation="CREATE",verdict="Denied"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"tierguard_webhook_admission_duration_seconds_count{path="/validate"} 1"#));
+        assert!(text.contains("tierguard_webhook_certificate_expiry_timestamp_seconds 1900000000"));
+        Ok(())
+    }
+}

@@ -1,0 +1,138 @@
+//! The webhook's view of the cluster: namespaces and NetworkPolicies as a
+//! `PolicyState` snapshot, plus the namespaces that are being deleted. A
+//! request only ever reads a snapshot; it never waits on the API server.
+
+pub mod files;
+pub mod kube;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use tierguard::guardrails::PolicyState;
+use tierguard::labels::{Labels, NAMESPACE_NAME_LABEL};
+
+/// What a request reads.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// namespaces' labels and the NetworkPolicies, as the rules read them
+    pub policy: PolicyState,
+    /// namespaces with a `deletionTimestamp` or in phase `Terminating`
+    pub terminating: BTreeSet<String>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from raw objects. A policy whose namespace is not
+    /// among `namespaces` gets an implicit namespace labelled only with
+    /// `kubernetes.io/metadata.name` (what the API server would give it).
+    pub fn build<'a>(
+        namespaces: impl IntoIterator<Item = &'a Namespace>,
+        policies: impl IntoIterator<Item = &'a NetworkPolicy>,
+    ) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for ns in namespaces {
+            let Some(name) = ns.metadata.name.clone() else {
+                continue;
+            };
+            if is_terminating(ns) {
+                snapshot.terminating.insert(name.clone());
+            }
+            snapshot.policy.namespaces.insert(name, namespace_labels(ns));
+        }
+        for np in policies {
+            let namespace = policy_namespace(np);
+            let name = np.metadata.name.clone().unwrap_or_default();
+            snapshot
+                .policy
+                .namespaces
+                .entry(namespace.clone())
+                .or_insert_with(|| Labels::from([(NAMESPACE_NAME_LABEL.to_string(), namespace.clone())]));
+            snapshot.policy.policies.insert((namespace, name), np.clone());
+        }
+        snapshot
+    }
+}
+
+/// The namespace of a policy (`default` when the manifest leaves it out, as kubectl does).
+pub fn policy_namespace(np: &NetworkPolicy) -> String {
+    np.metadata.namespace.clone().unwrap_or_else(|| "default".to_string())
+}
+
+/// A namespace's labels with `kubernetes.io/metadata.name` set to its name
+/// when absent (the API server sets it since Kubernetes 1.21).
+pub fn namespace_labels(ns: &Namespace) -> Labels {
+    let mut labels: Labels = ns.metadata.labels.clone().unwrap_or_default();
+    if let Some(name) = &ns.metadata.name {
+        labels
+            .entry(NAMESPACE_NAME_LABEL.to_string())
+            .or_insert_with(|| name.clone());
+    }
+    labels
+}
+
+/// Whether the namespace is being deleted.
+pub fn is_terminating(ns: &Namespace) -> bool {
+    ns.metadata.deletion_timestamp.is_some()
+        || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+}
+
+/// A source of cluster state.
+pub trait StateSource: Send + Sync + 'static {
+    /// The current state. Cheap: callers take one per request.
+    fn snapshot(&self) -> Arc<Snapshot>;
+    /// Whether the state has been read completely at least once (a latch).
+    fn is_synced(&self) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    #[test]
+    fn snapshot_adds_name_label_implicit_namespaces_and_terminating() {
+        let shop = Namespace {
+            metadata: ObjectMeta {
+                name: Some("shop".into()),
+                labels: Some(Labels::from([("team".to_string(), "a".to_string())])),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let leaving = Namespace {
+            metadata: ObjectMeta {
+                name: Some("leaving".into()),
+                ..Default::default()
+            },
+            status: Some(k8s_openapi::api::core::v1::NamespaceStatus {
+                phase: Some("Terminating".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let np = NetworkPolicy {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("other".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let s = Snapshot::build([&shop, &leaving], [&np]);
+        assert_eq!(
+            s.policy
+                .namespaces
+                .get("shop")
+                .and_then(|l| l.get(NAMESPACE_NAME_LABEL)),
+            Some(&"shop".to_string())
+        );
+        assert_eq!(
+            s.policy.namespaces.get("shop").and_then(|l| l.get("team")),
+            Some(&"a".to_string())
+        );
+        assert!(s.policy.namespaces.contains_key("other"));
+        assert!(s.policy.policies.contains_key(&("other".to_string(), "p".to_string())));
+        assert_eq!(s.terminating.iter().collect::<Vec<_>>(), vec!["leaving"]);
+    }
+}
