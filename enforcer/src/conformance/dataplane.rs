@@ -3,6 +3,8 @@
 use tierguard::Cluster;
 use tierguard::policy::Protocol;
 
+use super::case::NodeSpec;
+
 /// One probe: a client pod connects to a server pod.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Probe {
@@ -31,6 +33,9 @@ pub enum Outcome {
 pub trait DataPlane {
     /// `model` or `netns`
     fn name(&self) -> &'static str;
+    /// Tells the data plane the case's nodes (their names and own addresses)
+    /// before `start`; planes without nodes ignore it.
+    fn set_nodes(&mut self, _nodes: &[NodeSpec]) {}
     /// Builds the case's cluster (nodes, namespaces, pods) before the first step.
     fn start(&mut self, cluster: &Cluster) -> anyhow::Result<()>;
     /// Brings the data plane to `cluster` after a step (policies and labels changed).

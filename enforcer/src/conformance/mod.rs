@@ -35,7 +35,9 @@ pub enum DataPlaneKind {
 fn make_dataplane(kind: DataPlaneKind) -> anyhow::Result<Box<dyn DataPlane>> {
     match kind {
         DataPlaneKind::Model => Ok(Box::new(model::ModelDataPlane)),
-        DataPlaneKind::Netns => anyhow::bail!("the netns data plane is not available in this build"),
+        DataPlaneKind::Netns => Ok(Box::new(crate::netns::NetnsDataPlane::new(
+            crate::netns::NetnsOptions::default(),
+        )?)),
     }
 }
 

@@ -60,6 +60,7 @@ pub fn run_case(case: &Case, dataplane: &mut dyn DataPlane) -> CaseReport {
         ..CaseReport::default()
     };
     let mut cluster = case.cluster.clone();
+    dataplane.set_nodes(&case.nodes);
     if let Err(e) = dataplane.start(&cluster) {
         report.failures.push(format!("{} data plane failed to start: {e:#}", dataplane.name()));
         if let Err(e) = dataplane.finish() {
