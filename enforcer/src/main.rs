@@ -28,10 +28,29 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The offline tools print results; their logs are for problems only.
+    let default_level = match cli.command {
+        Command::Run(_) | Command::Cleanup(_) => "info",
+        Command::Render(_) | Command::Conformance(_) => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .init();
     match cli.command {
         Command::Conformance(args) => std::process::exit(conformance::run_command(&args)),
         Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(commands::run(&args)),
-        Command::Render(args) => commands::render(&args),
+        Command::Render(args) => match commands::render(&args) {
+            Err(e) if e.downcast_ref::<tierguard_enforcer::load::BadInput>().is_some() => {
+                eprintln!("error: {e}");
+                std::process::exit(2)
+            }
+            other => other,
+        },
         Command::Cleanup(args) => commands::cleanup(&args),
     }
 }

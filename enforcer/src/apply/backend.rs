@@ -1,0 +1,105 @@
+//! Which iptables backend (nft or legacy) the node uses, decided as kubelet's
+//! iptables-wrapper does: the backend that already holds more rules wins; on a
+//! tie, the `iptables --version` marker.
+
+use crate::exec::Executor;
+
+/// An iptables backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Backend {
+    /// `iptables-legacy*` (x_tables)
+    Legacy,
+    /// `iptables-nft*` (nf_tables)
+    Nft,
+}
+
+impl Backend {
+    /// The program for `tool` (`""` = iptables, `"-save"`, `"-restore"`).
+    pub fn program(self, tool: &str) -> String {
+        match self {
+            Backend::Legacy => format!("iptables-legacy{tool}"),
+            Backend::Nft => format!("iptables-nft{tool}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Legacy => "legacy",
+            Backend::Nft => "nft",
+        })
+    }
+}
+
+/// Number of rules (`-A` lines) in an `iptables-save` output.
+pub fn count_rules(save: &str) -> usize {
+    save.lines().filter(|l| l.starts_with("-A ")).count()
+}
+
+/// Chooses the backend from the outputs of `iptables-legacy-save`,
+/// `iptables-nft-save` (each `None` when the tool is missing or failed) and
+/// `iptables --version`. `None` when no backend is usable.
+pub fn choose(legacy_save: Option<&str>, nft_save: Option<&str>, version: Option<&str>) -> Option<Backend> {
+    match (legacy_save, nft_save) {
+        (None, None) => None,
+        (Some(_), None) => Some(Backend::Legacy),
+        (None, Some(_)) => Some(Backend::Nft),
+        (Some(legacy), Some(nft)) => {
+            let (l, n) = (count_rules(legacy), count_rules(nft));
+            Some(if l > n {
+                Backend::Legacy
+            } else if n > l {
+                Backend::Nft
+            } else if version.is_some_and(|v| v.contains("(legacy)")) {
+                Backend::Legacy
+            } else {
+                // nf_tables is the default of every current distribution.
+                Backend::Nft
+            })
+        }
+    }
+}
+
+/// Runs the probes through `executor` and chooses.
+pub fn detect(executor: &dyn Executor) -> Option<Backend> {
+    let legacy = executor.run("iptables-legacy-save", &[], None).ok();
+    let nft = executor.run("iptables-nft-save", &[], None).ok();
+    let version = executor.run("iptables", &["--version".to_string()], None).ok();
+    choose(legacy.as_deref(), nft.as_deref(), version.as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\n-A FORWARD -j KUBE-FORWARD\nCOMMIT\n";
+    const EMPTY: &str = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n";
+
+    #[test]
+    fn chooses_like_kubelet() {
+        let cases: &[(Option<&str>, Option<&str>, Option<&str>, Option<Backend>)] = &[
+            (Some(RULES), Some(EMPTY), None, Some(Backend::Legacy)),
+            (Some(EMPTY), Some(RULES), None, Some(Backend::Nft)),
+            (
+                Some(EMPTY),
+                Some(EMPTY),
+                Some("iptables v1.8.7 (legacy)"),
+                Some(Backend::Legacy),
+            ),
+            (
+                Some(EMPTY),
+                Some(EMPTY),
+                Some("iptables v1.8.9 (nf_tables)"),
+                Some(Backend::Nft),
+            ),
+            (Some(EMPTY), Some(EMPTY), None, Some(Backend::Nft)),
+            (None, Some(EMPTY), Some("iptables v1.8.7 (legacy)"), Some(Backend::Nft)),
+            (Some(EMPTY), None, None, Some(Backend::Legacy)),
+            (None, None, None, None),
+        ];
+        for (legacy, nft, version, want) in cases {
+            assert_eq!(choose(*legacy, *nft, *version), *want, "{legacy:?} {nft:?} {version:?}");
+        }
+    }
+}

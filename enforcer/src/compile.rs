@@ -1,0 +1,514 @@
+//! Compilation: the cluster, seen from one node, into abstract rule sets
+//! (which local pods are isolated by which policies, and what each policy's
+//! rules match, as address sets and ports). Peer and port matching call the
+//! engine's own functions (`Cluster::peer_matches`, `Cluster::isolating`,
+//! `PodInfo::named_port`), so the data plane cannot disagree with the model.
+//!
+//! IPv4 only: IPv6 pod addresses and IPv6 ipBlocks are left out (the
+//! enforcer renders the IPv4 filter table; v6 traffic is not enforced).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+use tierguard::Cluster;
+use tierguard::PodInfo;
+use tierguard::engine::Endpoint;
+use tierguard::policy::{Direction, IpBlock, Peer, Policy, PolicyId, PortMatch, Protocol, Rule};
+
+use crate::naming;
+
+/// One member of a set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SetEntry {
+    /// an address (hash:ip)
+    Ip(Ipv4Addr),
+    /// a network (hash:net)
+    Net(Ipv4Net),
+    /// a hole in a network (hash:net `nomatch`: the more specific entry wins)
+    NoMatch(Ipv4Net),
+}
+
+/// The ipset type of a set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SetKind {
+    /// `hash:ip`: pod addresses
+    HashIp,
+    /// `hash:net`: CIDRs with `nomatch` holes
+    HashNet,
+}
+
+impl SetKind {
+    /// The ipset spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SetKind::HashIp => "hash:ip",
+            SetKind::HashNet => "hash:net",
+        }
+    }
+}
+
+/// An address set.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IpSet {
+    /// hash:ip or hash:net
+    pub kind: SetKind,
+    /// members, sorted
+    pub entries: BTreeSet<SetEntry>,
+    /// what it stands for (for comments and debugging)
+    pub about: String,
+}
+
+/// Which peer addresses a match accepts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PeerMatch {
+    /// every address (a rule without peers)
+    Any,
+    /// addresses in a set
+    Set(String),
+}
+
+/// Which protocol and destination ports a match accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PortSpec {
+    /// every protocol and port (a rule without ports)
+    Any,
+    /// every port of one protocol
+    Protocol(Protocol),
+    /// a port range of one protocol
+    Range {
+        /// protocol
+        protocol: Protocol,
+        /// first port
+        start: u16,
+        /// last port
+        end: u16,
+    },
+}
+
+/// One allow match of a policy chain: (policy rule, peer, port entry).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Match {
+    /// index of the rule in `spec.ingress` / `spec.egress`
+    pub rule: usize,
+    /// the peer side: the source for ingress, the destination for egress
+    pub peer: PeerMatch,
+    /// protocol and destination port
+    pub port: PortSpec,
+    /// ingress named ports: the local destination pods that resolve the name to this port
+    pub local_destinations: Option<String>,
+}
+
+/// A policy's rules in one direction, rendered once and shared by every local pod it isolates.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PolicyChain {
+    /// the policy
+    pub policy: PolicyId,
+    /// the direction
+    pub direction: Direction,
+    /// chain name
+    pub chain: String,
+    /// allow matches, in rule order
+    pub matches: Vec<Match>,
+}
+
+/// How a local pod is treated in one direction.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Isolation {
+    /// no policy isolates it: accept
+    Open,
+    /// isolated: allowed iff one of the policy chains matches, else dropped
+    Isolated {
+        /// the pod's chain
+        chain: String,
+        /// the isolating policies' chains (those with at least one match)
+        policies: Vec<String>,
+        /// the isolating policies, for comments
+        isolated_by: Vec<PolicyId>,
+    },
+}
+
+/// A pod on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LocalPod {
+    /// namespace
+    pub namespace: String,
+    /// name
+    pub name: String,
+    /// its IPv4 addresses
+    pub ips: Vec<Ipv4Addr>,
+    /// ingress treatment
+    pub ingress: Isolation,
+    /// egress treatment
+    pub egress: Isolation,
+}
+
+/// Everything one node needs, before it is spelled as restore text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    /// the node's own IPv4 addresses (accepted before isolation)
+    pub node_addresses: Vec<Ipv4Addr>,
+    /// local pods with at least one IPv4 address, by namespace/name
+    pub local_pods: Vec<LocalPod>,
+    /// local pod CIDRs (an address there without a pod entry is dropped: fail closed)
+    pub local_cidrs: Vec<Ipv4Net>,
+    /// policy chains, by name
+    pub policies: BTreeMap<String, PolicyChain>,
+    /// sets, by name
+    pub sets: BTreeMap<String, IpSet>,
+}
+
+/// Inputs besides the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct NodeView {
+    /// the node's name (pods with this `spec.nodeName` are local)
+    pub name: String,
+    /// the node's own addresses
+    pub addresses: Vec<IpAddr>,
+    /// this node's pod CIDRs, if known (fail closed for pods not yet seen)
+    pub pod_cidrs: Vec<IpNet>,
+}
+
+fn v4s(ips: &[IpAddr]) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    ips.iter().filter_map(|ip| match ip {
+        IpAddr::V4(v4) => Some(*v4),
+        IpAddr::V6(_) => None,
+    })
+}
+
+/// hash:net rejects /0: split it into two halves.
+fn net_entries(net: Ipv4Net) -> Vec<Ipv4Net> {
+    if net.prefix_len() == 0 {
+        ["0.0.0.0/1", "128.0.0.0/1"]
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    } else {
+        vec![net]
+    }
+}
+
+fn block_set(block: &IpBlock) -> Option<BTreeSet<SetEntry>> {
+    let IpNet::V4(cidr) = block.cidr else {
+        return None;
+    };
+    let mut entries: BTreeSet<SetEntry> = net_entries(cidr).into_iter().map(SetEntry::Net).collect();
+    for hole in &block.except {
+        if let IpNet::V4(hole) = hole {
+            entries.insert(SetEntry::NoMatch(*hole));
+        }
+    }
+    Some(entries)
+}
+
+struct Compiler<'a> {
+    cluster: &'a Cluster,
+    node: &'a NodeView,
+    /// local pods (with IPv4 addresses), in cluster order
+    local: Vec<&'a PodInfo>,
+    sets: BTreeMap<String, IpSet>,
+}
+
+/// One peer of a rule, before ports are applied.
+enum Target<'r> {
+    Any,
+    /// the union of the rule's selector peers
+    Pods(Vec<&'r Peer>),
+    Block(usize, &'r IpBlock),
+}
+
+impl<'a> Compiler<'a> {
+    fn add_set(&mut self, key: String, kind: SetKind, entries: BTreeSet<SetEntry>) -> String {
+        let name = naming::set_name(&key);
+        self.sets.insert(
+            name.clone(),
+            IpSet {
+                kind,
+                entries,
+                about: key,
+            },
+        );
+        name
+    }
+
+    fn ip_set(&mut self, key: String, pods: impl Iterator<Item = &'a PodInfo>) -> String {
+        let entries = pods.flat_map(|p| v4s(&p.ips)).map(SetEntry::Ip).collect();
+        self.add_set(key, SetKind::HashIp, entries)
+    }
+
+    /// Pods of the cluster a target matches (as a peer of a policy in `namespace`).
+    /// Selector peers look at the namespaces their scope includes only; the
+    /// decision per pod is the engine's (`scope_includes` + selector, as in `peer_matches`).
+    fn pods_of(&self, target: &Target<'_>, namespace: &str) -> Vec<&'a PodInfo> {
+        let cluster = self.cluster;
+        match target {
+            Target::Any => cluster.pods().collect(),
+            Target::Block(_, block) => cluster
+                .pods()
+                .filter(|pod| v4s(&pod.ips).any(|ip| block.contains(&IpAddr::V4(ip))))
+                .collect(),
+            Target::Pods(peers) => {
+                let mut out = Vec::new();
+                for pod_namespace in cluster.pod_namespaces() {
+                    let in_scope: Vec<&Peer> = peers
+                        .iter()
+                        .copied()
+                        .filter(|peer| match peer {
+                            Peer::Pods { namespaces, .. } => {
+                                cluster.scope_includes(namespaces, namespace, pod_namespace)
+                            }
+                            Peer::Block(_) => false,
+                        })
+                        .collect();
+                    if in_scope.is_empty() {
+                        continue;
+                    }
+                    out.extend(cluster.pods_in(pod_namespace).filter(|pod| {
+                        in_scope
+                            .iter()
+                            .any(|peer| cluster.peer_matches(peer, namespace, Endpoint::Pod(pod)))
+                    }));
+                }
+                out
+            }
+        }
+    }
+
+    fn rule_matches(&mut self, policy: &Policy, direction: Direction, index: usize, rule: &Rule) -> Vec<Match> {
+        let base = format!("{}/{} {direction}[{index}]", policy.id.namespace, policy.id.name);
+        let targets: Vec<Target<'_>> = match &rule.peers {
+            None => vec![Target::Any],
+            Some(peers) => {
+                let pods: Vec<&Peer> = peers.iter().filter(|p| matches!(p, Peer::Pods { .. })).collect();
+                let mut targets = Vec::new();
+                if !pods.is_empty() {
+                    targets.push(Target::Pods(pods));
+                }
+                for (i, peer) in peers.iter().enumerate() {
+                    if let Peer::Block(block) = peer {
+                        targets.push(Target::Block(i, block));
+                    }
+                }
+                targets
+            }
+        };
+        let mut out = Vec::new();
+        for target in &targets {
+            // The set of the peer side, built on first use (named egress ports build their own).
+            let mut peer_set: Option<PeerMatch> = None;
+            let mut peer_match = |this: &mut Self| -> Option<PeerMatch> {
+                if let Some(m) = &peer_set {
+                    return Some(m.clone());
+                }
+                let m = match target {
+                    Target::Any => PeerMatch::Any,
+                    Target::Pods(_) => {
+                        let pods = this.pods_of(target, &policy.id.namespace);
+                        PeerMatch::Set(this.ip_set(format!("{base} pods"), pods.into_iter()))
+                    }
+                    Target::Block(i, block) => {
+                        let entries = block_set(block)?;
+                        PeerMatch::Set(this.add_set(format!("{base} ipBlock[{i}]"), SetKind::HashNet, entries))
+                    }
+                };
+                peer_set = Some(m.clone());
+                Some(m)
+            };
+            let ports: Vec<Option<(usize, &tierguard::policy::PolicyPort)>> = if rule.ports.is_empty() {
+                vec![None]
+            } else {
+                rule.ports.iter().enumerate().map(Some).collect()
+            };
+            for port in ports {
+                let Some((port_index, port)) = port else {
+                    if let Some(peer) = peer_match(self) {
+                        out.push(Match {
+                            rule: index,
+                            peer,
+                            port: PortSpec::Any,
+                            local_destinations: None,
+                        });
+                    }
+                    continue;
+                };
+                let protocol = port.protocol;
+                match &port.port {
+                    PortMatch::All | PortMatch::Range { .. } => {
+                        let spec = match port.port {
+                            PortMatch::Range { start, end } => PortSpec::Range { protocol, start, end },
+                            _ => PortSpec::Protocol(protocol),
+                        };
+                        if let Some(peer) = peer_match(self) {
+                            out.push(Match {
+                                rule: index,
+                                peer,
+                                port: spec,
+                                local_destinations: None,
+                            });
+                        }
+                    }
+                    PortMatch::Named(name) => {
+                        let named = format!("{base} ports[{port_index}] {protocol}/{name}");
+                        match direction {
+                            // Resolved on the destination: the local pods this policy selects.
+                            Direction::Ingress => {
+                                let Some(peer) = peer_match(self) else { continue };
+                                let mut groups: BTreeMap<u16, Vec<&'a PodInfo>> = BTreeMap::new();
+                                for pod in self.local.clone() {
+                                    if self.cluster.selects(policy, pod)
+                                        && let Some(n) = pod.named_port(name, protocol)
+                                    {
+                                        groups.entry(n).or_default().push(pod);
+                                    }
+                                }
+                                for (n, pods) in groups {
+                                    let set = self.ip_set(format!("{named}={n} destinations"), pods.into_iter());
+                                    out.push(Match {
+                                        rule: index,
+                                        peer: peer.clone(),
+                                        port: PortSpec::Range {
+                                            protocol,
+                                            start: n,
+                                            end: n,
+                                        },
+                                        local_destinations: Some(set),
+                                    });
+                                }
+                            }
+                            // Resolved on each destination pod the peer covers.
+                            Direction::Egress => {
+                                let mut groups: BTreeMap<u16, Vec<&'a PodInfo>> = BTreeMap::new();
+                                for pod in self.pods_of(target, &policy.id.namespace) {
+                                    if let Some(n) = pod.named_port(name, protocol) {
+                                        groups.entry(n).or_default().push(pod);
+                                    }
+                                }
+                                let which = match target {
+                                    Target::Any => "any".to_string(),
+                                    Target::Pods(_) => "pods".to_string(),
+                                    Target::Block(i, _) => format!("ipBlock[{i}]"),
+                                };
+                                for (n, pods) in groups {
+                                    let set = self.ip_set(format!("{named}={n} {which}"), pods.into_iter());
+                                    out.push(Match {
+                                        rule: index,
+                                        peer: PeerMatch::Set(set),
+                                        port: PortSpec::Range {
+                                            protocol,
+                                            start: n,
+                                            end: n,
+                                        },
+                                        local_destinations: None,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn policy_chain(&mut self, policy: &Policy, direction: Direction) -> PolicyChain {
+        let mut matches = Vec::new();
+        for (index, rule) in policy.rules(direction).iter().enumerate() {
+            matches.extend(self.rule_matches(policy, direction, index, rule));
+        }
+        PolicyChain {
+            policy: policy.id.clone(),
+            direction,
+            chain: naming::policy_chain(&policy.id, direction),
+            matches,
+        }
+    }
+}
+
+/// Whether a pod runs on `node` and has an IPv4 address that is not the node's own
+/// (host-network pods share the node's address and are not subject to NetworkPolicy).
+pub fn is_local(pod: &PodInfo, node: &NodeView) -> bool {
+    pod.node.as_deref() == Some(node.name.as_str()) && v4s(&pod.ips).any(|ip| !node.addresses.contains(&IpAddr::V4(ip)))
+}
+
+/// Compiles the rule set of `node`.
+pub fn compile(cluster: &Cluster, node: &NodeView) -> RuleSet {
+    let local: Vec<&PodInfo> = cluster.pods().filter(|p| is_local(p, node)).collect();
+    let mut compiler = Compiler {
+        cluster,
+        node,
+        local: local.clone(),
+        sets: BTreeMap::new(),
+    };
+    let mut policies: BTreeMap<String, PolicyChain> = BTreeMap::new();
+    let mut local_pods = Vec::new();
+    for pod in &local {
+        let mut side = |direction: Direction| -> Isolation {
+            let isolating: Vec<&Policy> = cluster.isolating(pod, direction).collect();
+            if isolating.is_empty() {
+                return Isolation::Open;
+            }
+            let mut chains = Vec::new();
+            for policy in &isolating {
+                let name = naming::policy_chain(&policy.id, direction);
+                if !policies.contains_key(&name) {
+                    let compiled = compiler.policy_chain(policy, direction);
+                    policies.insert(name.clone(), compiled);
+                }
+                if policies.get(&name).is_some_and(|c| !c.matches.is_empty()) {
+                    chains.push(name);
+                }
+            }
+            Isolation::Isolated {
+                chain: naming::pod_chain(&pod.namespace, &pod.name, direction),
+                policies: chains,
+                isolated_by: isolating.iter().map(|p| p.id.clone()).collect(),
+            }
+        };
+        let ingress = side(Direction::Ingress);
+        let egress = side(Direction::Egress);
+        let node_addresses = &compiler.node.addresses;
+        local_pods.push(LocalPod {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            ips: v4s(&pod.ips)
+                .filter(|ip| !node_addresses.contains(&IpAddr::V4(*ip)))
+                .collect(),
+            ingress,
+            egress,
+        });
+    }
+    // Policies whose chain has no match are not rendered (the pod chains drop directly),
+    // and sets no match refers to are not built.
+    policies.retain(|_, chain| !chain.matches.is_empty());
+    let used: BTreeSet<&String> = policies
+        .values()
+        .flat_map(|c| c.matches.iter())
+        .flat_map(|m| {
+            let peer = match &m.peer {
+                PeerMatch::Set(name) => Some(name),
+                PeerMatch::Any => None,
+            };
+            peer.into_iter().chain(m.local_destinations.as_ref())
+        })
+        .collect();
+    let sets = compiler
+        .sets
+        .iter()
+        .filter(|(name, _)| used.contains(name))
+        .map(|(n, s)| (n.clone(), s.clone()))
+        .collect();
+    RuleSet {
+        node_addresses: v4s(&node.addresses).collect(),
+        local_pods,
+        local_cidrs: node
+            .pod_cidrs
+            .iter()
+            .filter_map(|n| match n {
+                IpNet::V4(v4) => Some(*v4),
+                IpNet::V6(_) => None,
+            })
+            .collect(),
+        policies,
+        sets,
+    }
+}

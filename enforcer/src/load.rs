@@ -1,0 +1,85 @@
+//! Reading a node's view of a cluster from manifest files (for `render`).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Node;
+use tierguard::manifest::{Manifest, parse_manifests};
+use tierguard::{Cluster, NamespaceInfo, PodInfo, Policy};
+
+/// Input that cannot be used; the message names the file, the object and the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), BadInput> {
+    let meta = std::fs::metadata(path).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| BadInput(format!("{}: {e}", path.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for entry in entries {
+            let is_manifest = entry
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+            if entry.is_dir() || is_manifest {
+                collect(&entry, out)?;
+            }
+        }
+    } else {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
+}
+
+/// The `InternalIP` addresses of a Node.
+pub fn node_addresses(node: &Node) -> Vec<IpAddr> {
+    node.status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect()
+}
+
+/// Reads every manifest under `paths` into a cluster, and the addresses of node `node`.
+pub fn load(paths: &[PathBuf], node: &str) -> Result<(Cluster, Vec<IpAddr>), BadInput> {
+    let mut files = Vec::new();
+    for path in paths {
+        collect(path, &mut files)?;
+    }
+    let mut cluster = Cluster::new();
+    let mut addresses = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(&file).map_err(|e| BadInput(format!("{name}: {e}")))?;
+        for manifest in parse_manifests(&text, &name).map_err(|e| BadInput(e.to_string()))? {
+            match manifest {
+                Manifest::Namespace(ns) => cluster.upsert_namespace(NamespaceInfo::from_k8s(&ns)),
+                Manifest::Pod(pod) => {
+                    let info = PodInfo::from_k8s(&pod).map_err(|errors| {
+                        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+                        let pod_name = pod.metadata.name.as_deref().unwrap_or("?");
+                        let what: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                        BadInput(format!("{name}: Pod {ns}/{pod_name}: {}", what.join("; ")))
+                    })?;
+                    cluster.upsert_pod(info);
+                }
+                Manifest::NetworkPolicy(np) => {
+                    let policy = Policy::from_k8s(&np).map_err(|e| BadInput(format!("{name}: {e}")))?;
+                    cluster.upsert_policy(policy);
+                }
+                Manifest::Node(n) => {
+                    if n.metadata.name.as_deref() == Some(node) {
+                        addresses.extend(node_addresses(&n));
+                    }
+                }
+                Manifest::Other { .. } => {}
+            }
+        }
+    }
+    Ok((cluster, addresses))
+}

@@ -1,0 +1,220 @@
+//! The apply path against a fake executor: the order of operations, what is
+//! rewritten, and failed restores (no root needed).
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use tierguard::policy::PolicyId;
+use tierguard_enforcer::apply::ApplyError;
+use tierguard_enforcer::exec::{ExecError, Executor};
+use tierguard_enforcer::load::load;
+use tierguard_enforcer::sync::{Backend, NodeIdentity, SyncError, SyncOptions, Syncer};
+
+/// One recorded call: program, arguments, stdin.
+type Call = (String, Vec<String>, Option<String>);
+
+/// Records every call; fails `iptables-*-restore` while `fail_restore_line` is set.
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<Call>>,
+    fail_restore_line: Mutex<Option<usize>>,
+    save: Mutex<String>,
+}
+
+impl Executor for Fake {
+    fn run(&self, program: &str, args: &[String], stdin: Option<&str>) -> Result<String, ExecError> {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push((program.to_string(), args.to_vec(), stdin.map(str::to_string)));
+        }
+        let fail_line = self.fail_restore_line.lock().ok().and_then(|g| *g);
+        match (program, fail_line) {
+            (p, Some(n)) if p.ends_with("-restore") && p.starts_with("iptables") => Err(ExecError {
+                program: program.into(),
+                args: args.to_vec(),
+                code: Some(1),
+                stderr: format!("iptables-restore v1.8.9 (nf_tables): line {n} failed\n"),
+            }),
+            (p, _) if p.ends_with("-save") => Ok(self.save.lock().map(|s| s.clone()).unwrap_or_default()),
+            _ => Ok(String::new()),
+        }
+    }
+}
+
+impl Fake {
+    fn take(&self) -> Vec<Call> {
+        self.calls
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
+    }
+}
+
+fn fixture() -> (tierguard::Cluster, NodeIdentity) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/basic");
+    let (cluster, addresses) = load(&[path], "node-a").unwrap_or_else(|e| panic!("{e}"));
+    (
+        cluster,
+        NodeIdentity {
+            name: "node-a".into(),
+            addresses,
+        },
+    )
+}
+
+fn options() -> SyncOptions {
+    SyncOptions {
+        backend: Some(Backend::Nft),
+        ..SyncOptions::default()
+    }
+}
+
+#[test]
+fn sets_before_rules_then_jump_and_only_changes_afterwards() {
+    let (mut cluster, node) = fixture();
+    let fake = Fake::default();
+    let mut syncer = Syncer::new(node, &fake, options());
+    let report = syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
+    let calls = fake.take();
+    let programs: Vec<&str> = calls.iter().map(|c| c.0.as_str()).collect();
+    // adopt (save, list), sets, rules, jump check
+    assert_eq!(
+        programs,
+        [
+            "iptables-nft-save",
+            "ipset",
+            "ipset",
+            "iptables-nft-restore",
+            "iptables-nft"
+        ],
+        "{calls:?}"
+    );
+    let sets = calls[2].2.clone().unwrap_or_default();
+    assert!(sets.contains("swap tg-tmp-local tg-local"), "{sets}");
+    assert!(
+        !sets.contains("flush tg-local\n"),
+        "a live set is never flushed in place: {sets}"
+    );
+    assert_eq!(calls[3].1, ["--noflush", "-w"]);
+    assert_eq!(report.chains_written, 12);
+    assert_eq!(report.sets_written, report.sets);
+
+    // No change: no restore at all.
+    let report = syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.chains_written, report.sets_written), (0, 0));
+    let programs: Vec<String> = fake.take().into_iter().map(|c| c.0).collect();
+    assert_eq!(programs, ["iptables-nft"]);
+
+    // A policy goes: its chains are deleted in the same restore that rewrites their users,
+    // and its sets are destroyed after that restore.
+    cluster.remove_policy(&PolicyId {
+        namespace: "shop".into(),
+        name: "frontend".into(),
+    });
+    let report = syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
+    let calls = fake.take();
+    let restore = calls
+        .iter()
+        .position(|c| c.0 == "iptables-nft-restore")
+        .unwrap_or_else(|| panic!("no restore: {calls:?}"));
+    let script = calls[restore].2.clone().unwrap_or_default();
+    assert_eq!(report.chains_removed, 2, "{script}");
+    assert_eq!(script.matches("\n-X TG-P-").count(), 2, "{script}");
+    // Only the web pod's chains changed (they no longer jump to the frontend policy).
+    assert_eq!(report.chains_written, 2, "{script}");
+    let destroys: Vec<usize> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.1.first().is_some_and(|a| a == "destroy"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(destroys.len(), 1, "{calls:?}");
+    assert!(destroys.iter().all(|&i| i > restore));
+}
+
+#[test]
+fn failed_restore_names_the_line_and_keeps_the_previous_state() {
+    let (mut cluster, node) = fixture();
+    let fake = Fake::default();
+    let mut syncer = Syncer::new(node, &fake, options());
+    syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
+    fake.take();
+
+    cluster.remove_policy(&PolicyId {
+        namespace: "shop".into(),
+        name: "frontend".into(),
+    });
+    if let Ok(mut f) = fake.fail_restore_line.lock() {
+        *f = Some(3);
+    }
+    let err = syncer.sync(&cluster).err();
+    let calls = fake.take();
+    let script = calls
+        .iter()
+        .find(|c| c.0 == "iptables-nft-restore")
+        .and_then(|c| c.2.clone())
+        .unwrap_or_default();
+    let third = script.lines().nth(2).unwrap_or_default().to_string();
+    match &err {
+        Some(SyncError::Apply(ApplyError::Restore { line, text, .. })) => {
+            assert_eq!(*line, Some(3));
+            assert_eq!(text.as_deref(), Some(third.as_str()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let message = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("line 3") && message.contains(&third), "{message}");
+    // Nothing after the failed restore ran (no jump insert, no set destroyed).
+    assert_eq!(calls.last().map(|c| c.0.as_str()), Some("iptables-nft-restore"));
+
+    // The state is the previous one: the retry rewrites the same chains.
+    if let Ok(mut f) = fake.fail_restore_line.lock() {
+        *f = None;
+    }
+    let report = syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.chains_written, report.chains_removed), (2, 2));
+}
+
+#[test]
+fn restart_adopts_existing_chains_and_removes_only_stale_ones() {
+    let (cluster, node) = fixture();
+    let fake = Fake::default();
+    if let Ok(mut s) = fake.save.lock() {
+        *s = "*nat\n:TG-NOT-FILTER - [0:0]\nCOMMIT\n*filter\n:FORWARD ACCEPT [0:0]\n:TG-FORWARD - [0:0]\n:TG-P-000000000000-I - [0:0]\n-A FORWARD -m comment --comment tierguard -j TG-FORWARD\n-A TG-FORWARD -j ACCEPT\nCOMMIT\n".into();
+    }
+    let mut syncer = Syncer::new(node, &fake, options());
+    let report = syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.chains_removed, 1);
+    let calls = fake.take();
+    let script = calls
+        .iter()
+        .find(|c| c.0 == "iptables-nft-restore")
+        .and_then(|c| c.2.clone())
+        .unwrap_or_default();
+    assert!(script.contains(":TG-FORWARD - [0:0]") && script.contains("-X TG-P-000000000000-I"));
+    assert!(!script.contains("TG-NOT-FILTER") && !script.contains("-X TG-FORWARD"));
+}
+
+#[test]
+fn cleanup_removes_jumps_then_chains_then_sets() {
+    let fake = Fake::default();
+    if let Ok(mut s) = fake.save.lock() {
+        *s = "*filter\n:FORWARD ACCEPT [0:0]\n:TG-FORWARD - [0:0]\n:TG-EGRESS - [0:0]\n-A FORWARD -m comment --comment tierguard -j TG-FORWARD\n-A TG-FORWARD -j TG-EGRESS\nCOMMIT\n".into();
+    }
+    let node = NodeIdentity {
+        name: "n".into(),
+        addresses: vec![],
+    };
+    let mut syncer = Syncer::new(node, &fake, options());
+    syncer.cleanup().unwrap_or_else(|e| panic!("{e}"));
+    let calls = fake.take();
+    let script = calls
+        .iter()
+        .find(|c| c.0 == "iptables-nft-restore")
+        .and_then(|c| c.2.clone());
+    assert_eq!(
+        script.as_deref(),
+        Some(
+            "*filter\n-D FORWARD -m comment --comment tierguard -j TG-FORWARD\n:TG-EGRESS - [0:0]\n:TG-FORWARD - [0:0]\n-X TG-EGRESS\n-X TG-FORWARD\nCOMMIT\n"
+        )
+    );
+}
