@@ -2,15 +2,15 @@
 //! into iptables chains and ipsets, applies them atomically, and proves them
 //! on reachability cases.
 
+pub mod apply;
 pub mod commands;
+pub mod compile;
 pub mod conformance;
 pub mod contract;
-pub mod netns;
-pub mod apply;
-pub mod exec;
-pub mod sync;
-pub mod compile;
-pub mod naming;
-pub mod render;
-pub mod load;
 pub mod daemon;
+pub mod exec;
+pub mod load;
+pub mod naming;
+pub mod netns;
+pub mod render;
+pub mod sync;

@@ -1,6 +1,8 @@
 //! The `conformance` subcommand on the model data plane: public cases, the
 //! repository's own cases, failing cases and refused case files.
 
+#![allow(clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -17,7 +19,11 @@ fn own_cases() -> PathBuf {
 }
 
 fn run(args: &[&Path]) -> (i32, String, String) {
-    let out = enforcer().arg("conformance").args(args).output().expect("run tierguard-enforcer");
+    let out = enforcer()
+        .arg("conformance")
+        .args(args)
+        .output()
+        .expect("run tierguard-enforcer");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -28,7 +34,11 @@ fn run(args: &[&Path]) -> (i32, String, String) {
 #[test]
 fn public_and_own_cases_pass_on_the_model() {
     let shared = shared_cases();
-    assert!(shared.is_dir(), "{} is missing: ../shared must sit beside the repository", shared.display());
+    assert!(
+        shared.is_dir(),
+        "{} is missing: ../shared must sit beside the repository",
+        shared.display()
+    );
     let (code, stdout, stderr) = run(&[&shared, &own_cases()]);
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     let last = stdout.lines().last().unwrap_or_default();
@@ -68,7 +78,10 @@ fn a_wrong_cell_fails_the_case_with_its_coordinates() {
         first.starts_with("FAIL wrong: step 1 TCP/80 x/a -> y/a expected . got X (model: denied: "),
         "{first}"
     );
-    assert!(first.contains("isolated by y/deny"), "the explanation names the isolating policy: {first}");
+    assert!(
+        first.contains("isolated by y/deny"),
+        "the explanation names the isolating policy: {first}"
+    );
     assert_eq!(stdout.lines().last(), Some("0 passed, 1 failed"));
 }
 
@@ -77,22 +90,43 @@ fn bad_case_files_are_refused_with_exit_2_naming_file_and_field() {
     let cases = [
         (
             "bad-operator",
-            DENY_Y.replace("podSelector: {}", "podSelector: {matchExpressions: [{key: pod, operator: Equals, values: [a]}]}"),
+            DENY_Y.replace(
+                "podSelector: {}",
+                "podSelector: {matchExpressions: [{key: pod, operator: Equals, values: [a]}]}",
+            ),
             "steps[0].apply[0].spec.podSelector.matchExpressions[0].operator",
         ),
         (
             "bad-cidr",
-            DENY_Y.replace("policyTypes: [Ingress]", "ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/40}}]}]"),
+            DENY_Y.replace(
+                "policyTypes: [Ingress]",
+                "ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/40}}]}]",
+            ),
             "steps[0].apply[0].spec.ingress[0].from[0].ipBlock.cidr",
         ),
         (
             "unknown-pod",
-            DENY_Y.replace("  expect:", "  labelPods: [{namespace: y, name: q, labels: {}}]\n  expect:"),
+            DENY_Y.replace(
+                "  expect:",
+                "  labelPods: [{namespace: y, name: q, labels: {}}]\n  expect:",
+            ),
             "steps[0].labelPods[0]",
         ),
-        ("malformed-matrix", DENY_Y.replace("MARK", "?"), "steps[0].expect[0].matrix"),
-        ("short-row", DENY_Y.replace("x/a  .   MARK", "x/a  ."), "steps[0].expect[0].matrix"),
-        ("bad-probe", DENY_Y.replace("TCP/80", "TCP80"), "steps[0].expect[0].probe"),
+        (
+            "malformed-matrix",
+            DENY_Y.replace("MARK", "?"),
+            "steps[0].expect[0].matrix",
+        ),
+        (
+            "short-row",
+            DENY_Y.replace("x/a  .   MARK", "x/a  ."),
+            "steps[0].expect[0].matrix",
+        ),
+        (
+            "bad-probe",
+            DENY_Y.replace("TCP/80", "TCP80"),
+            "steps[0].expect[0].probe",
+        ),
         ("unknown-key", DENY_Y.replace("steps:", "stepz: []\nsteps:"), "stepz"),
     ];
     for (name, text, field) in cases {
@@ -102,14 +136,21 @@ fn bad_case_files_are_refused_with_exit_2_naming_file_and_field() {
         let (code, stdout, stderr) = run(&[&file]);
         assert_eq!(code, 2, "{name}: stdout {stdout} stderr {stderr}");
         let expected = format!("{}: {field}", file.display());
-        assert!(stderr.contains(&expected), "{name}: expected {expected:?} in {stderr:?}");
+        assert!(
+            stderr.contains(&expected),
+            "{name}: expected {expected:?} in {stderr:?}"
+        );
     }
 }
 
 #[test]
 fn valid_cases_still_run_beside_a_bad_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("good.yaml"), DENY_Y.replace("NAME", "good").replace("MARK", "X")).expect("write");
+    std::fs::write(
+        dir.path().join("good.yaml"),
+        DENY_Y.replace("NAME", "good").replace("MARK", "X"),
+    )
+    .expect("write");
     std::fs::write(dir.path().join("bad.yaml"), "name: [").expect("write");
     let (code, stdout, stderr) = run(&[dir.path()]);
     assert_eq!(code, 2);

@@ -78,7 +78,8 @@ mod tests {
 
     #[test]
     fn chooses_like_kubelet() {
-        let cases: &[(Option<&str>, Option<&str>, Option<&str>, Option<Backend>)] = &[
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<Backend>);
+        let cases: &[Case] = &[
             (Some(RULES), Some(EMPTY), None, Some(Backend::Legacy)),
             (Some(EMPTY), Some(RULES), None, Some(Backend::Nft)),
             (

@@ -213,7 +213,10 @@ pub fn standard_cluster() -> (Vec<NodeSpec>, Cluster) {
         }
     }
     for (n, ns) in ["x", "y", "z"].into_iter().enumerate() {
-        cluster.upsert_namespace(NamespaceInfo::new(ns, Labels::from([("ns".to_string(), ns.to_string())])));
+        cluster.upsert_namespace(NamespaceInfo::new(
+            ns,
+            Labels::from([("ns".to_string(), ns.to_string())]),
+        ));
         for (m, pod) in ["a", "b", "c"].into_iter().enumerate() {
             cluster.upsert_pod(PodInfo {
                 namespace: ns.into(),
@@ -308,7 +311,10 @@ fn custom_cluster(raw: RawCluster, ctx: &Ctx<'_>) -> Result<(Vec<NodeSpec>, Clus
             for (i, n) in list.into_iter().enumerate() {
                 let ip = ctx.ip(&n.ip, &format!("cluster.nodes[{i}].ip"))?;
                 if nodes.iter().any(|x: &NodeSpec| x.name == n.name) {
-                    return Err(ctx.err(format!("cluster.nodes[{i}].name"), format!("node {} appears twice", n.name)));
+                    return Err(ctx.err(
+                        format!("cluster.nodes[{i}].name"),
+                        format!("node {} appears twice", n.name),
+                    ));
                 }
                 nodes.push(NodeSpec { name: n.name, ip });
             }
@@ -319,7 +325,10 @@ fn custom_cluster(raw: RawCluster, ctx: &Ctx<'_>) -> Result<(Vec<NodeSpec>, Clus
     for (i, ns) in raw.namespaces.into_iter().enumerate() {
         ctx.labels(&ns.labels, &format!("cluster.namespaces[{i}].labels"))?;
         if cluster.namespace(&ns.name).is_some() {
-            return Err(ctx.err(format!("cluster.namespaces[{i}].name"), format!("namespace {} appears twice", ns.name)));
+            return Err(ctx.err(
+                format!("cluster.namespaces[{i}].name"),
+                format!("namespace {} appears twice", ns.name),
+            ));
         }
         cluster.upsert_namespace(NamespaceInfo::new(&ns.name, ns.labels));
     }
@@ -384,7 +393,10 @@ fn parse_step(raw: RawStep, i: usize, cluster: &Cluster, ctx: &Ctx<'_>) -> Resul
         let field = format!("{base}.apply[{j}]");
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
         if kind != "NetworkPolicy" {
-            return Err(ctx.err(format!("{field}.kind"), format!("{kind:?}: only NetworkPolicy objects can be applied")));
+            return Err(ctx.err(
+                format!("{field}.kind"),
+                format!("{kind:?}: only NetworkPolicy objects can be applied"),
+            ));
         }
         let np: NetworkPolicy = serde_path_to_error::deserialize(value)
             .map_err(|e| ctx.err(format!("{field}.{}", e.path()), e.inner().to_string()))?;
@@ -405,7 +417,10 @@ fn parse_step(raw: RawStep, i: usize, cluster: &Cluster, ctx: &Ctx<'_>) -> Resul
             name: r.name,
         };
         if after.remove_policy(&id).is_none() {
-            return Err(ctx.err(format!("{base}.delete[{j}]"), format!("no NetworkPolicy {id} exists at this step")));
+            return Err(ctx.err(
+                format!("{base}.delete[{j}]"),
+                format!("no NetworkPolicy {id} exists at this step"),
+            ));
         }
         step.delete.push(id);
     }
@@ -425,7 +440,10 @@ fn parse_step(raw: RawStep, i: usize, cluster: &Cluster, ctx: &Ctx<'_>) -> Resul
         ctx.labels(&n.labels, &format!("{field}.labels"))?;
         step.label_namespaces.push((n.name, n.labels));
     }
-    let known = |p: &str| p.split_once('/').is_some_and(|(ns, name)| cluster.pod(ns, name).is_some());
+    let known = |p: &str| {
+        p.split_once('/')
+            .is_some_and(|(ns, name)| cluster.pod(ns, name).is_some())
+    };
     for (j, e) in raw.expect.into_iter().enumerate() {
         let field = format!("{base}.expect[{j}]");
         let (protocol, port) = parse_proto_port(&e.probe).ok_or_else(|| {

@@ -70,7 +70,11 @@ impl Matrix {
             if values.len() != columns.len() {
                 return Err(MatrixError {
                     line,
-                    message: format!("row {name} has {} cells, the header has {} columns", values.len(), columns.len()),
+                    message: format!(
+                        "row {name} has {} cells, the header has {} columns",
+                        values.len(),
+                        columns.len()
+                    ),
                 });
             }
             let mut parsed = Vec::with_capacity(values.len());
@@ -172,7 +176,8 @@ mod tests {
         for (text, line, message) in cases {
             let e = Matrix::parse(text, &known).err();
             assert!(
-                e.as_ref().is_some_and(|e| e.line == line && e.message.contains(message)),
+                e.as_ref()
+                    .is_some_and(|e| e.line == line && e.message.contains(message)),
                 "{text:?}: expected line {line} {message:?}, got {e:?}"
             );
         }

@@ -58,7 +58,11 @@ pub fn run_command(args: &ConformanceArgs) -> i32 {
         match runner::load_case(file) {
             Ok(case) => {
                 if let Some(other) = names.insert(case.name.clone(), file.display().to_string()) {
-                    eprintln!("error: {}: name: case {} is also defined in {other}", file.display(), case.name);
+                    eprintln!(
+                        "error: {}: name: case {} is also defined in {other}",
+                        file.display(),
+                        case.name
+                    );
                     bad_input = true;
                 } else {
                     cases.push(case);

@@ -41,7 +41,10 @@ impl CaseReport {
             }
             vec![line]
         } else {
-            self.failures.iter().map(|f| format!("FAIL {}: {f}", self.name)).collect()
+            self.failures
+                .iter()
+                .map(|f| format!("FAIL {}: {f}", self.name))
+                .collect()
         }
     }
 }
@@ -62,7 +65,9 @@ pub fn run_case(case: &Case, dataplane: &mut dyn DataPlane) -> CaseReport {
     let mut cluster = case.cluster.clone();
     dataplane.set_nodes(&case.nodes);
     if let Err(e) = dataplane.start(&cluster) {
-        report.failures.push(format!("{} data plane failed to start: {e:#}", dataplane.name()));
+        report
+            .failures
+            .push(format!("{} data plane failed to start: {e:#}", dataplane.name()));
         if let Err(e) = dataplane.finish() {
             report.failures.push(format!("teardown: {e:#}"));
         }
@@ -72,7 +77,9 @@ pub fn run_case(case: &Case, dataplane: &mut dyn DataPlane) -> CaseReport {
         let n = i + 1;
         step.apply_to(&mut cluster);
         if let Err(e) = dataplane.apply(&cluster) {
-            report.failures.push(format!("step {n}: applying the step failed: {e:#}"));
+            report
+                .failures
+                .push(format!("step {n}: applying the step failed: {e:#}"));
             break;
         }
         for expectation in &step.expect {
@@ -117,19 +124,32 @@ pub fn run_case(case: &Case, dataplane: &mut dyn DataPlane) -> CaseReport {
     report
 }
 
-fn check_cell(cluster: &Cluster, probe: &Probe, expected: Cell, outcome: Outcome, step: usize, report: &mut CaseReport) {
+fn check_cell(
+    cluster: &Cluster,
+    probe: &Probe,
+    expected: Cell,
+    outcome: Outcome,
+    step: usize,
+    report: &mut CaseReport,
+) {
     let verdict = model::verdict(cluster, probe);
-    let model_cell = verdict.as_ref().map(|v| if v.allowed() { Cell::Reachable } else { Cell::Blocked });
-    let head = format!("step {step} {}/{} {} -> {}", probe.protocol, probe.port, probe.from, probe.to);
+    let model_cell = verdict
+        .as_ref()
+        .map(|v| if v.allowed() { Cell::Reachable } else { Cell::Blocked });
+    let head = format!(
+        "step {step} {}/{} {} -> {}",
+        probe.protocol, probe.port, probe.from, probe.to
+    );
     let why = verdict.map(|v| format!(" (model: {v})")).unwrap_or_default();
     match outcome {
         // A probe the data plane cannot run is still held against the model,
         // and is counted as skipped, never as passed.
         Outcome::Skipped => {
             if model_cell != Some(expected) {
-                report
-                    .failures
-                    .push(format!("{head} expected {expected} got {} on the model{why}", model_cell.unwrap_or(Cell::Blocked)));
+                report.failures.push(format!(
+                    "{head} expected {expected} got {} on the model{why}",
+                    model_cell.unwrap_or(Cell::Blocked)
+                ));
             } else {
                 report.skipped += 1;
             }
@@ -139,7 +159,9 @@ fn check_cell(cluster: &Cluster, probe: &Probe, expected: Cell, outcome: Outcome
             if got == expected {
                 report.matched += 1;
             } else {
-                report.failures.push(format!("{head} expected {expected} got {got}{why}"));
+                report
+                    .failures
+                    .push(format!("{head} expected {expected} got {got}{why}"));
             }
         }
     }

@@ -293,7 +293,10 @@ impl DataPlane for NetnsDataPlane {
         self.options.nodes = nodes
             .iter()
             .filter_map(|n| match n.ip {
-                std::net::IpAddr::V4(ip) => Some(NodeSpec { name: n.name.clone(), ip }),
+                std::net::IpAddr::V4(ip) => Some(NodeSpec {
+                    name: n.name.clone(),
+                    ip,
+                }),
                 std::net::IpAddr::V6(_) => {
                     tracing::warn!(node = %n.name, "IPv6 node address not supported by the netns data plane");
                     None

@@ -3,7 +3,13 @@ use super::*;
 #[test]
 fn standard_cluster_matches_the_format() {
     let (nodes, cluster) = standard_cluster();
-    assert_eq!(nodes, vec![NodeSpec { name: "node-1".into(), ip: IpAddr::from([10, 244, 0, 1]) }]);
+    assert_eq!(
+        nodes,
+        vec![NodeSpec {
+            name: "node-1".into(),
+            ip: IpAddr::from([10, 244, 0, 1])
+        }]
+    );
     let ip = |ns: &str, name: &str| cluster.pod(ns, name).map(|p| p.ips.clone()).unwrap_or_default();
     assert_eq!(ip("x", "a"), vec![IpAddr::from([10, 244, 1, 10])]);
     assert_eq!(ip("y", "b"), vec![IpAddr::from([10, 244, 2, 11])]);
@@ -15,7 +21,10 @@ fn standard_cluster_matches_the_format() {
     assert_eq!(pod.named_port("serve-80-tcp", Protocol::Udp), None);
     let ns = cluster.namespace("z").expect("z");
     assert_eq!(ns.labels.get("ns").map(String::as_str), Some("z"));
-    assert_eq!(ns.labels.get("kubernetes.io/metadata.name").map(String::as_str), Some("z"));
+    assert_eq!(
+        ns.labels.get("kubernetes.io/metadata.name").map(String::as_str),
+        Some("z")
+    );
 }
 
 #[test]
@@ -29,7 +38,7 @@ steps:
 - delete: [{namespace: x, name: p}]
 - delete: [{namespace: x, name: p}]
 "#;
-    let e = parse_case(text, "t.yaml").err().expect("refused");
+    let e = parse_case(text, "t.yaml").expect_err("refused");
     assert_eq!(e.field, "steps[2].delete[0]");
     assert!(e.message.contains("no NetworkPolicy x/p"), "{e}");
 }
@@ -37,9 +46,18 @@ steps:
 #[test]
 fn custom_clusters_are_validated() {
     let cases = [
-        ("cluster: {namespaces: [], pods: [{namespace: q, name: a, ip: 10.0.0.1}]}", "cluster.pods[0].namespace"),
-        ("cluster: {namespaces: [{name: q}], pods: [{namespace: q, name: a, ip: 10.0.0.300}]}", "cluster.pods[0].ip"),
-        ("cluster: {namespaces: [{name: q}], pods: [{namespace: q, name: a, ip: 10.0.0.1, node: n9}]}", "cluster.pods[0].node"),
+        (
+            "cluster: {namespaces: [], pods: [{namespace: q, name: a, ip: 10.0.0.1}]}",
+            "cluster.pods[0].namespace",
+        ),
+        (
+            "cluster: {namespaces: [{name: q}], pods: [{namespace: q, name: a, ip: 10.0.0.300}]}",
+            "cluster.pods[0].ip",
+        ),
+        (
+            "cluster: {namespaces: [{name: q}], pods: [{namespace: q, name: a, ip: 10.0.0.1, node: n9}]}",
+            "cluster.pods[0].node",
+        ),
         (
             "cluster: {namespaces: [{name: q}], pods: [{namespace: q, name: a, ip: 10.0.0.1}, {namespace: q, name: b, ip: 10.0.0.1}]}",
             "cluster.pods[1].ip",
@@ -48,12 +66,18 @@ fn custom_clusters_are_validated() {
             "cluster: {namespaces: [{name: q}], pods: [{namespace: q, name: a, ip: 10.0.0.1, ports: [{port: 80, protocol: ICMP}]}]}",
             "cluster.pods[0].ports[0].protocol",
         ),
-        ("cluster: {namespaces: [{name: q, labels: {'bad key': v}}]}", "cluster.namespaces[0].labels.bad key"),
+        (
+            "cluster: {namespaces: [{name: q, labels: {'bad key': v}}]}",
+            "cluster.namespaces[0].labels.bad key",
+        ),
     ];
     for (cluster, field) in cases {
         let text = format!("name: t\n{cluster}\nsteps: []\n");
         let e = parse_case(&text, "t.yaml").err();
-        assert!(e.as_ref().is_some_and(|e| e.field == field), "{cluster}: expected {field}, got {e:?}");
+        assert!(
+            e.as_ref().is_some_and(|e| e.field == field),
+            "{cluster}: expected {field}, got {e:?}"
+        );
     }
 }
 
@@ -65,7 +89,10 @@ steps:
 - labelPods: [{namespace: x, name: a, labels: {role: db}}]
 "#;
     let case = parse_case(text, "t.yaml").expect("valid");
-    assert_eq!(case.cluster.pod("x", "a").map(|p| p.labels.contains_key("pod")), Some(true));
+    assert_eq!(
+        case.cluster.pod("x", "a").map(|p| p.labels.contains_key("pod")),
+        Some(true)
+    );
     let mut after = case.cluster.clone();
     case.steps[0].apply_to(&mut after);
     assert_eq!(after.pod("x", "a").map(|p| p.labels.contains_key("role")), Some(true));
