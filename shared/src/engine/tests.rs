@@ -23,8 +23,16 @@ fn cluster(policies: &[serde_json::Value]) -> Cluster {
                 ips: vec![IpAddr::from([10, 0, n as u8 + 1, m as u8 + 1])],
                 node: Some("n1".into()),
                 ports: vec![
-                    ContainerPort { name: Some("http".into()), port: 80, protocol: Protocol::Tcp },
-                    ContainerPort { name: Some("dns".into()), port: 53, protocol: Protocol::Udp },
+                    ContainerPort {
+                        name: Some("http".into()),
+                        port: 80,
+                        protocol: Protocol::Tcp,
+                    },
+                    ContainerPort {
+                        name: Some("dns".into()),
+                        port: 53,
+                        protocol: Protocol::Udp,
+                    },
                 ],
             });
         }
@@ -49,7 +57,10 @@ fn verdict(c: &Cluster, from: &str, to: &str, protocol: Protocol, port: u16) -> 
 }
 
 fn id(ns: &str, name: &str) -> PolicyId {
-    PolicyId { namespace: ns.into(), name: name.into() }
+    PolicyId {
+        namespace: ns.into(),
+        name: name.into(),
+    }
 }
 
 #[test]
@@ -66,7 +77,12 @@ fn isolation_is_per_direction() {
     let c = cluster(&[np("y", "deny-in", serde_json::json!({"podSelector": {}}))]);
     let v = verdict(&c, "x/a", "y/b", Protocol::Tcp, 80);
     assert!(!v.allowed());
-    assert_eq!(v.ingress, SideVerdict::Denied { isolated_by: vec![id("y", "deny-in")] });
+    assert_eq!(
+        v.ingress,
+        SideVerdict::Denied {
+            isolated_by: vec![id("y", "deny-in")]
+        }
+    );
     // y's pods are not egress-isolated: their traffic out is untouched.
     let v = verdict(&c, "y/b", "x/a", Protocol::Tcp, 80);
     assert!(v.allowed());
@@ -75,7 +91,11 @@ fn isolation_is_per_direction() {
 
 #[test]
 fn a_pod_always_reaches_itself() {
-    let c = cluster(&[np("x", "deny", serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))]);
+    let c = cluster(&[np(
+        "x",
+        "deny",
+        serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+    )]);
     let v = verdict(&c, "x/a", "x/a", Protocol::Udp, 9);
     assert!(v.allowed());
     assert_eq!(v.ingress, SideVerdict::SamePod);
@@ -85,21 +105,44 @@ fn a_pod_always_reaches_itself() {
 #[test]
 fn union_of_policies_names_the_one_that_allowed() {
     let c = cluster(&[
-        np("y", "from-a", serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}]}]})),
-        np("y", "from-x", serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "x"}}}]}]})),
+        np(
+            "y",
+            "from-a",
+            serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}]}]}),
+        ),
+        np(
+            "y",
+            "from-x",
+            serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "x"}}}]}]}),
+        ),
     ]);
     let v = verdict(&c, "x/b", "y/b", Protocol::Tcp, 80);
     assert_eq!(
         v.ingress,
-        SideVerdict::Allowed { policy: id("y", "from-x"), rule: 0, peer: Some(0), port: PortHit::AllPorts }
+        SideVerdict::Allowed {
+            policy: id("y", "from-x"),
+            rule: 0,
+            peer: Some(0),
+            port: PortHit::AllPorts
+        }
     );
     let v = verdict(&c, "y/a", "y/b", Protocol::Tcp, 80);
     assert_eq!(
         v.ingress,
-        SideVerdict::Allowed { policy: id("y", "from-a"), rule: 0, peer: Some(0), port: PortHit::AllPorts }
+        SideVerdict::Allowed {
+            policy: id("y", "from-a"),
+            rule: 0,
+            peer: Some(0),
+            port: PortHit::AllPorts
+        }
     );
     let v = verdict(&c, "y/b", "y/a", Protocol::Tcp, 80);
-    assert_eq!(v.ingress, SideVerdict::Denied { isolated_by: vec![id("y", "from-a"), id("y", "from-x")] });
+    assert_eq!(
+        v.ingress,
+        SideVerdict::Denied {
+            isolated_by: vec![id("y", "from-a"), id("y", "from-x")]
+        }
+    );
     assert_eq!(
         v.to_string(),
         "denied: egress allowed: not isolated; ingress denied: isolated by y/from-a, y/from-x, no rule matched"
@@ -109,12 +152,21 @@ fn union_of_policies_names_the_one_that_allowed() {
 #[test]
 fn both_ends_must_allow() {
     let c = cluster(&[
-        np("x", "a-out-none", serde_json::json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"]})),
+        np(
+            "x",
+            "a-out-none",
+            serde_json::json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"]}),
+        ),
         np("y", "open-in", serde_json::json!({"podSelector": {}, "ingress": [{}]})),
     ]);
     let v = verdict(&c, "x/a", "y/a", Protocol::Tcp, 80);
     assert!(!v.allowed());
-    assert_eq!(v.egress, SideVerdict::Denied { isolated_by: vec![id("x", "a-out-none")] });
+    assert_eq!(
+        v.egress,
+        SideVerdict::Denied {
+            isolated_by: vec![id("x", "a-out-none")]
+        }
+    );
     assert!(v.ingress.is_allowed(), "ingress alone would allow it: {v}");
 }
 
@@ -129,12 +181,19 @@ fn namespace_and_pod_selectors_are_anded_within_a_peer() {
     )]);
     assert!(verdict(&c, "x/b", "y/a", Protocol::Tcp, 80).allowed());
     assert!(!verdict(&c, "x/a", "y/a", Protocol::Tcp, 80).allowed());
-    assert!(!verdict(&c, "y/b", "y/a", Protocol::Tcp, 80).allowed(), "pod b of the wrong namespace");
+    assert!(
+        !verdict(&c, "y/b", "y/a", Protocol::Tcp, 80).allowed(),
+        "pod b of the wrong namespace"
+    );
 }
 
 #[test]
 fn pod_selector_peer_stays_in_the_policy_namespace() {
-    let c = cluster(&[np("y", "p", serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}))]);
+    let c = cluster(&[np(
+        "y",
+        "p",
+        serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+    )]);
     assert!(verdict(&c, "y/b", "y/a", Protocol::Tcp, 80).allowed());
     assert!(!verdict(&c, "x/b", "y/a", Protocol::Tcp, 80).allowed());
 }
@@ -150,21 +209,62 @@ fn ip_blocks_with_except_v4_and_v6() {
         ]}]}),
     )]);
     let v = verdict(&c, "x/a", "y/a", Protocol::Tcp, 80);
-    assert_eq!(v.ingress, SideVerdict::Allowed { policy: id("y", "p"), rule: 0, peer: Some(0), port: PortHit::AllPorts });
-    assert!(!verdict(&c, "x/b", "y/a", Protocol::Tcp, 80).allowed(), "10.0.1.2 is in the except");
+    assert_eq!(
+        v.ingress,
+        SideVerdict::Allowed {
+            policy: id("y", "p"),
+            rule: 0,
+            peer: Some(0),
+            port: PortHit::AllPorts
+        }
+    );
+    assert!(
+        !verdict(&c, "x/b", "y/a", Protocol::Tcp, 80).allowed(),
+        "10.0.1.2 is in the except"
+    );
     let dst = c.pod("y", "a").expect("pod");
-    let v6 = c.allowed(Endpoint::Address("fd00::5".parse().expect("ip")), Endpoint::Pod(dst), Protocol::Tcp, 80);
-    assert_eq!(v6.ingress, SideVerdict::Allowed { policy: id("y", "p"), rule: 0, peer: Some(1), port: PortHit::AllPorts });
+    let v6 = c.allowed(
+        Endpoint::Address("fd00::5".parse().expect("ip")),
+        Endpoint::Pod(dst),
+        Protocol::Tcp,
+        80,
+    );
+    assert_eq!(
+        v6.ingress,
+        SideVerdict::Allowed {
+            policy: id("y", "p"),
+            rule: 0,
+            peer: Some(1),
+            port: PortHit::AllPorts
+        }
+    );
     assert_eq!(v6.egress, SideVerdict::NotAPod);
-    let outside = c.allowed(Endpoint::Address("fd01::5".parse().expect("ip")), Endpoint::Pod(dst), Protocol::Tcp, 80);
+    let outside = c.allowed(
+        Endpoint::Address("fd01::5".parse().expect("ip")),
+        Endpoint::Pod(dst),
+        Protocol::Tcp,
+        80,
+    );
     assert!(!outside.allowed());
 }
 
 #[test]
 fn selector_peers_never_match_addresses_outside_the_cluster() {
-    let c = cluster(&[np("y", "p", serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}))]);
+    let c = cluster(&[np(
+        "y",
+        "p",
+        serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}),
+    )]);
     let dst = c.pod("y", "a").expect("pod");
-    assert!(!c.allowed(Endpoint::Address("10.0.1.1".parse().expect("ip")), Endpoint::Pod(dst), Protocol::Tcp, 80).allowed());
+    assert!(
+        !c.allowed(
+            Endpoint::Address("10.0.1.1".parse().expect("ip")),
+            Endpoint::Pod(dst),
+            Protocol::Tcp,
+            80
+        )
+        .allowed()
+    );
     assert!(verdict(&c, "x/a", "y/a", Protocol::Tcp, 80).allowed());
 }
 
@@ -208,7 +308,15 @@ fn egress_named_ports_resolve_on_the_destination() {
     assert!(verdict(&c, "x/a", "y/b", Protocol::Tcp, 8080).allowed());
     // An address outside the cluster has no named ports.
     let src = c.pod("x", "a").expect("pod");
-    assert!(!c.allowed(Endpoint::Pod(src), Endpoint::Address("192.0.2.1".parse().expect("ip")), Protocol::Tcp, 80).allowed());
+    assert!(
+        !c.allowed(
+            Endpoint::Pod(src),
+            Endpoint::Address("192.0.2.1".parse().expect("ip")),
+            Protocol::Tcp,
+            80
+        )
+        .allowed()
+    );
 }
 
 #[test]
@@ -221,14 +329,29 @@ fn egress_defaults_and_empty_rules() {
     )]);
     assert!(verdict(&c, "x/a", "y/a", Protocol::Tcp, 80).allowed());
     let v = verdict(&c, "x/a", "x/b", Protocol::Tcp, 80);
-    assert_eq!(v.egress, SideVerdict::Denied { isolated_by: vec![id("x", "p")] });
+    assert_eq!(
+        v.egress,
+        SideVerdict::Denied {
+            isolated_by: vec![id("x", "p")]
+        }
+    );
     let v = verdict(&c, "y/a", "x/a", Protocol::Tcp, 80);
-    assert_eq!(v.ingress, SideVerdict::Denied { isolated_by: vec![id("x", "p")] });
+    assert_eq!(
+        v.ingress,
+        SideVerdict::Denied {
+            isolated_by: vec![id("x", "p")]
+        }
+    );
     // An empty rule allows every peer and port.
     let c = cluster(&[np("x", "open", serde_json::json!({"podSelector": {}, "ingress": [{}]}))]);
     assert_eq!(
         verdict(&c, "y/a", "x/a", Protocol::Sctp, 1).ingress,
-        SideVerdict::Allowed { policy: id("x", "open"), rule: 0, peer: None, port: PortHit::AllPorts }
+        SideVerdict::Allowed {
+            policy: id("x", "open"),
+            rule: 0,
+            peer: None,
+            port: PortHit::AllPorts
+        }
     );
 }
 

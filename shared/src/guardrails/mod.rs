@@ -14,6 +14,22 @@ use crate::labels::Labels;
 use crate::policy::{Direction, Protocol};
 use crate::template::TierTemplate;
 
+mod context;
+mod default_deny;
+mod dns;
+mod dns_rule;
+mod evaluate;
+mod flows;
+mod groups;
+mod mutate;
+mod namespace;
+mod review;
+mod structure;
+#[cfg(test)]
+mod tests;
+
+pub use mutate::TIER_ANNOTATION;
+
 /// Which guardrail rule a violation breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum RuleId {
@@ -179,23 +195,42 @@ pub struct Mutation {
     pub warnings: Vec<String>,
 }
 
-// ---- API functions (bodies: see the guardrails work) ----
+// ---- API functions ----
 
-/// Every violation in one namespace of the state. Ungoverned namespaces get
-/// none (R4 problems there are only warnings, see `review_network_policy`).
+/// Every violation in one namespace of the state, sorted by key. Ungoverned
+/// namespaces get none (R4 problems there are only warnings, see
+/// `review_network_policy`).
 pub fn namespace_violations(template: &TierTemplate, state: &PolicyState, namespace: &str) -> Vec<Violation> {
-    let _ = (template, state, namespace);
-    Vec::new()
+    review::namespace_violations(template, state, namespace)
 }
 
-/// Every violation of every governed namespace in the state (for `check`).
+/// Every violation of every governed namespace in the state (for `check`):
+/// namespaces of `state.namespaces` and of `state.policies`, in name order.
+/// Namespaces without violations are left out, so an empty map means the
+/// state passes.
 pub fn state_violations(template: &TierTemplate, state: &PolicyState) -> BTreeMap<String, Vec<Violation>> {
-    let _ = (template, state);
-    BTreeMap::new()
+    review::state_violations(template, state)
 }
 
 /// Reviews a NetworkPolicy CREATE (new), UPDATE (old, new) or DELETE (old)
-/// against `state`, the state before the change.
+/// against `state`, the state before the change: `new_violations` are the
+/// violations of the after-state whose keys the before-state lacks. In an
+/// ungoverned namespace nothing is a violation and the structure problems of
+/// `new` come back as `warnings`.
+///
+/// ```
+/// use tierguard::guardrails::{review_network_policy, Operation, PolicyState, RuleId};
+/// use tierguard::TierTemplate;
+/// let deny: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(serde_json::json!({
+///     "metadata": {"name": "default-deny-all", "namespace": "shop"},
+///     "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+/// })).unwrap();
+/// let review = review_network_policy(
+///     &TierTemplate::built_in(), &PolicyState::default(), Operation::Create, None, Some(&deny));
+/// // A default-deny without a DNS allow cuts every group off from DNS.
+/// assert!(review.new_violations.iter().all(|v| v.rule() == RuleId::R2));
+/// assert!(review.new_violations[0].message.contains("would drop DNS"));
+/// ```
 pub fn review_network_policy(
     template: &TierTemplate,
     state: &PolicyState,
@@ -203,23 +238,33 @@ pub fn review_network_policy(
     old: Option<&NetworkPolicy>,
     new: Option<&NetworkPolicy>,
 ) -> Review {
-    let _ = (template, state, operation, old, new);
-    Review::default()
+    review::review_network_policy(template, state, operation, old, new)
 }
 
-/// Reviews a Namespace CREATE (new) or UPDATE (old, new).
+/// Reviews a Namespace CREATE (new) or UPDATE (old, new): a
+/// `kubernetes.io/metadata.name` label other than the name, or (governed
+/// namespaces only) a new or changed tier label naming no template tier.
 pub fn review_namespace(
     template: &TierTemplate,
     operation: Operation,
     old: Option<&Namespace>,
     new: &Namespace,
 ) -> Review {
-    let _ = (template, operation, old, new);
-    Review::default()
+    namespace::review_namespace(template, operation, old, new)
 }
 
 /// The patch that sets `kubernetes.io/metadata.name` and the tier label (DESIGN 4).
+///
+/// ```
+/// use tierguard::guardrails::mutate_namespace;
+/// use tierguard::TierTemplate;
+/// let mut doc = serde_json::json!({"metadata": {"name": "shop-data"}});
+/// let ns = serde_json::from_value(doc.clone()).unwrap();
+/// let mutation = mutate_namespace(&TierTemplate::built_in(), &ns);
+/// json_patch::patch(&mut doc, &mutation.patch).unwrap();
+/// assert_eq!(doc["metadata"]["labels"]["tier"], "data");
+/// assert_eq!(doc["metadata"]["labels"]["kubernetes.io/metadata.name"], "shop-data");
+/// ```
 pub fn mutate_namespace(template: &TierTemplate, namespace: &Namespace) -> Mutation {
-    let _ = (template, namespace);
-    Mutation::default()
+    mutate::mutate_namespace(template, namespace)
 }

@@ -1,0 +1,136 @@
+//! What every rule reads besides the policies themselves: the template, the
+//! namespaces of the state and the DNS target, prepared once per evaluation.
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+
+use crate::labels::{Labels, NAMESPACE_NAME_LABEL};
+use crate::selector::Selector;
+use crate::template::TierTemplate;
+
+use super::dns::DnsTarget;
+use super::{PeerTier, PolicyState};
+
+/// The labels a namespace has as the API server would show them: from the
+/// state, with `kubernetes.io/metadata.name` filled in when the state lacks it
+/// (the API server always sets it, so a manifest that omits it means the same).
+pub(crate) fn effective_labels(state: &PolicyState, namespace: &str) -> Labels {
+    let mut labels = state.namespaces.get(namespace).cloned().unwrap_or_default();
+    labels
+        .entry(NAMESPACE_NAME_LABEL.to_string())
+        .or_insert_with(|| namespace.to_string());
+    labels
+}
+
+/// A namespace known to the state, with its effective labels.
+pub(crate) struct KnownNamespace {
+    /// its labels
+    pub labels: Labels,
+    /// whether the template governs it
+    pub governed: bool,
+    /// the template tier it is labelled with, if any
+    pub tier: Option<String>,
+}
+
+/// Shared, read-only inputs of one evaluation.
+pub(crate) struct Context<'a> {
+    /// the template
+    pub template: &'a TierTemplate,
+    /// the state before the change
+    pub state: &'a PolicyState,
+    /// `tier In [t]` for each template tier, in template order
+    pub tier_selectors: Vec<(String, Selector)>,
+    /// `tier NotIn [every tier]`
+    pub untiered: Selector,
+    /// what "reaches DNS" means
+    pub dns: DnsTarget,
+    /// the namespace being evaluated, always known even when the state lacks it
+    focus: String,
+    /// every namespace a namespaceSelector can match; built on first use
+    /// because most policies never need it
+    known: OnceCell<Vec<KnownNamespace>>,
+    /// tiers a pod selector may select by pod labels; policies of a namespace
+    /// repeat the same peers, and each answer costs several intersections
+    label_tiers: RefCell<HashMap<Selector, Vec<PeerTier>>>,
+}
+
+impl<'a> Context<'a> {
+    /// Prepares an evaluation centred on `focus`.
+    pub fn new(template: &'a TierTemplate, state: &'a PolicyState, focus: &str) -> Self {
+        Context {
+            template,
+            state,
+            tier_selectors: template
+                .tier_names()
+                .map(|t| (t.to_string(), template.tier_selector(t)))
+                .collect(),
+            untiered: template.untiered_selector(),
+            dns: DnsTarget::new(template, state),
+            focus: focus.to_string(),
+            known: OnceCell::new(),
+            label_tiers: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The template tier a namespace is labelled with; an unknown value counts as none.
+    pub fn namespace_tier<'l>(&self, labels: &'l Labels) -> Option<&'l str> {
+        labels
+            .get(&self.template.tier_label)
+            .map(String::as_str)
+            .filter(|t| self.template.is_tier(t))
+    }
+
+    /// The tiers pods chosen by `pods` may be of by their own tier label (in
+    /// a governed namespace without a template tier): each template tier the
+    /// selector is satisfiable with, and untiered when it is satisfiable with
+    /// a pod that has no template tier.
+    pub fn pod_label_tiers(&self, pods: &Selector) -> Vec<PeerTier> {
+        if let Some(hit) = self.label_tiers.borrow().get(pods) {
+            return hit.clone();
+        }
+        let mut tiers: Vec<PeerTier> = self
+            .tier_selectors
+            .iter()
+            .filter(|(_, sel)| sel.intersects(pods))
+            .map(|(t, _)| PeerTier::Tier(t.clone()))
+            .collect();
+        if self.untiered.intersects(pods) {
+            tiers.push(PeerTier::Untiered);
+        }
+        self.label_tiers.borrow_mut().insert(pods.clone(), tiers.clone());
+        tiers
+    }
+
+    /// Namespaces of the state (namespace objects and namespaces holding
+    /// policies) plus the focus namespace, which exists since it is being changed.
+    pub fn known_namespaces(&self) -> &[KnownNamespace] {
+        self.known.get_or_init(|| {
+            let mut names: BTreeSet<&str> = self.state.namespaces.keys().map(String::as_str).collect();
+            names.insert(&self.focus);
+            names.extend(policy_namespaces(self.state));
+            names
+                .into_iter()
+                .map(|n| {
+                    let labels = effective_labels(self.state, n);
+                    let governed = self.template.governs(&labels);
+                    let tier = self.namespace_tier(&labels).map(str::to_string);
+                    KnownNamespace { labels, governed, tier }
+                })
+                .collect()
+        })
+    }
+}
+
+/// The distinct namespaces of the state's policies, skipping over each
+/// namespace's policies instead of visiting every one.
+pub(crate) fn policy_namespaces(state: &PolicyState) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    let mut next = state.policies.keys().next();
+    while let Some((ns, _)) = next {
+        out.push(ns);
+        // The smallest key after every (ns, _) is (ns + "\0", "").
+        let bound = (format!("{ns}\0"), String::new());
+        next = state.policies.range(bound..).next().map(|(k, _)| k);
+    }
+    out
+}

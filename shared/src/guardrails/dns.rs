@@ -1,0 +1,132 @@
+//! What "reaches DNS" means (DESIGN 3.1, "DNS for R2" and "DNS for R3").
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+
+use crate::labels::Labels;
+use crate::policy::{IpBlock, NamespaceScope, Peer, PolicyPort, PortMatch, Protocol, Rule};
+use crate::selector::Selector;
+use crate::template::TierTemplate;
+
+use super::PolicyState;
+use super::context::effective_labels;
+
+/// The DNS service as the template describes it, prepared for matching.
+pub(crate) struct DnsTarget {
+    /// namespace of the DNS pods
+    pub namespace: String,
+    /// that namespace's labels (from the state, else the name label only)
+    namespace_labels: Labels,
+    /// `dns.podLabels` as a selector: a peer reaches every DNS pod when this implies its pod side
+    pods: Selector,
+    /// the ports DNS must be reachable on
+    pub ports: Vec<(Protocol, u16)>,
+    /// named ports that mean a DNS port on the DNS pods
+    names: BTreeMap<Protocol, String>,
+    /// addresses serving DNS outside the DNS pods
+    cidrs: Vec<IpNet>,
+    /// `kube-system/k8s-app=kube-dns`, for messages
+    pub description: String,
+}
+
+impl DnsTarget {
+    /// Reads the template's `dns` section against the state.
+    pub fn new(template: &TierTemplate, state: &PolicyState) -> Self {
+        let dns = &template.dns;
+        let pod_labels = dns
+            .pod_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut description = format!(
+            "{}/{}",
+            dns.namespace,
+            if pod_labels.is_empty() { "*" } else { &pod_labels }
+        );
+        for cidr in &dns.cidrs {
+            description.push_str(&format!(" or {cidr}"));
+        }
+        DnsTarget {
+            namespace: dns.namespace.clone(),
+            namespace_labels: effective_labels(state, &dns.namespace),
+            pods: Selector::from_labels(&dns.pod_labels),
+            ports: dns.ports.clone(),
+            names: dns.port_names.clone(),
+            cidrs: dns.cidrs.clone(),
+            description,
+        }
+    }
+
+    /// Whether `name` is the DNS pods' name for a DNS port of `protocol`.
+    fn is_dns_name(&self, protocol: Protocol, name: &str) -> bool {
+        self.names.get(&protocol).is_some_and(|n| n == name) && self.ports.iter().any(|(p, _)| *p == protocol)
+    }
+
+    /// Whether a port entry allows `protocol`/`port` on a DNS pod.
+    fn port_allows(&self, entry: &PolicyPort, protocol: Protocol, port: u16) -> bool {
+        entry.protocol == protocol
+            && match &entry.port {
+                PortMatch::All => true,
+                PortMatch::Range { start, end } => (*start..=*end).contains(&port),
+                PortMatch::Named(name) => self.is_dns_name(protocol, name),
+            }
+    }
+
+    /// Whether a port entry allows nothing but DNS ports (the R3 exemption):
+    /// an endPort range only when every port in it is a DNS port.
+    pub fn is_dns_port(&self, entry: &PolicyPort) -> bool {
+        match &entry.port {
+            PortMatch::All => false,
+            PortMatch::Range { start, end } => (*start..=*end).all(|p| {
+                self.ports
+                    .iter()
+                    .any(|(proto, dp)| *proto == entry.protocol && *dp == p)
+            }),
+            PortMatch::Named(name) => self.is_dns_name(entry.protocol, name),
+        }
+    }
+
+    /// Whether an egress rule is DNS traffic only; a rule without ports is not.
+    pub fn is_dns_rule(&self, rule: &Rule) -> bool {
+        !rule.ports.is_empty() && rule.ports.iter().all(|p| self.is_dns_port(p))
+    }
+
+    /// Whether an ipBlock reaches a `dns.cidrs` entry: contains it whole, with
+    /// no except overlapping it.
+    fn block_reaches(&self, block: &IpBlock) -> bool {
+        self.cidrs
+            .iter()
+            .any(|c| block.cidr.contains(c) && !block.except.iter().any(|e| e.contains(c) || c.contains(e)))
+    }
+
+    /// Whether a peer reaches DNS: every DNS pod, or a DNS address.
+    fn peer_reaches(&self, policy_namespace: &str, peer: &Peer) -> bool {
+        match peer {
+            Peer::Block(block) => self.block_reaches(block),
+            Peer::Pods { namespaces, pods } => {
+                let namespace_ok = match namespaces {
+                    NamespaceScope::Own => policy_namespace == self.namespace,
+                    NamespaceScope::Matching(sel) => sel.matches(&self.namespace_labels),
+                };
+                namespace_ok && self.pods.implies(pods)
+            }
+        }
+    }
+
+    /// For each configured DNS port (same order as `ports`), whether this
+    /// egress rule of a policy in `policy_namespace` reaches DNS on it.
+    pub fn rule_reach(&self, policy_namespace: &str, rule: &Rule) -> Vec<bool> {
+        let peers_ok = match &rule.peers {
+            None => true,
+            Some(peers) => peers.iter().any(|p| self.peer_reaches(policy_namespace, p)),
+        };
+        self.ports
+            .iter()
+            .map(|&(protocol, port)| {
+                peers_ok && (rule.ports.is_empty() || rule.ports.iter().any(|e| self.port_allows(e, protocol, port)))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,50 @@
+//! R4: structural problems of one policy, as reported by the lenient parser.
+
+use crate::policy::FieldError;
+
+use super::{Violation, ViolationKey};
+
+/// One violation per field; several problems in the same field share it.
+pub(crate) fn structure_violations(namespace: &str, policy: &str, errors: &[FieldError]) -> Vec<Violation> {
+    let mut fields: Vec<(&str, Vec<&str>)> = Vec::new();
+    for error in errors {
+        match fields.iter_mut().find(|(f, _)| *f == error.field) {
+            Some((_, messages)) => messages.push(&error.message),
+            None => fields.push((&error.field, vec![&error.message])),
+        }
+    }
+    fields
+        .into_iter()
+        .map(|(field, messages)| Violation {
+            key: ViolationKey::Structure {
+                namespace: namespace.to_string(),
+                policy: policy.to_string(),
+                field: field.to_string(),
+            },
+            message: format!(
+                "policy {policy} in namespace {namespace}: {field} {}: fix this field (until then tierguard \
+                 treats the broken rule as allowing nothing, and a broken podSelector as selecting nothing)",
+                messages.join("; ")
+            ),
+        })
+        .collect()
+}
+
+/// Where rule `index`'s errors would sit: `spec.ingress[0].`.
+fn rule_prefix(section: &str, index: usize) -> String {
+    format!("spec.{section}[{index}].")
+}
+
+/// The spec indices of the rules the lenient parser kept, in order: it drops
+/// exactly the rules that reported an error under their own path.
+pub(crate) fn kept_rule_indices(section: &str, raw_count: usize, errors: &[FieldError]) -> Vec<usize> {
+    if errors.is_empty() {
+        return (0..raw_count).collect();
+    }
+    (0..raw_count)
+        .filter(|&i| {
+            let prefix = rule_prefix(section, i);
+            !errors.iter().any(|e| e.field.starts_with(&prefix))
+        })
+        .collect()
+}
