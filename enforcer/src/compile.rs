@@ -192,10 +192,17 @@ fn block_set(block: &IpBlock) -> Option<BTreeSet<SetEntry>> {
     let IpNet::V4(cidr) = block.cidr else {
         return None;
     };
-    let mut entries: BTreeSet<SetEntry> = net_entries(cidr).into_iter().map(SetEntry::Net).collect();
+    // ipset stores networks masked, so entries are masked here too: two spellings of
+    // one network (Kubernetes accepts host bits, 10.0.0.7/24) are one element, and
+    // the same element twice in a set is refused by `ipset restore` (or, under
+    // -exist, silently overwritten in script order).
+    let mut entries: BTreeSet<SetEntry> = net_entries(cidr.trunc()).into_iter().map(SetEntry::Net).collect();
     for hole in &block.except {
         if let IpNet::V4(hole) = hole {
-            entries.insert(SetEntry::NoMatch(*hole));
+            let hole = hole.trunc();
+            // A hole equal to a network entry (a half of a split /0) replaces it.
+            entries.remove(&SetEntry::Net(hole));
+            entries.insert(SetEntry::NoMatch(hole));
         }
     }
     Some(entries)
