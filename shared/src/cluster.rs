@@ -143,13 +143,11 @@ pub struct NamespaceInfo {
 }
 
 impl NamespaceInfo {
-    /// A namespace with the labels given, plus the name label the API server
-    /// adds to every namespace when it is missing.
+    /// A namespace with the labels given and the name label as the API
+    /// server keeps it: always the namespace's name, whatever was written.
     pub fn new(name: &str, labels: Labels) -> NamespaceInfo {
         let mut labels = labels;
-        labels
-            .entry(NAMESPACE_NAME_LABEL.to_string())
-            .or_insert_with(|| name.to_string());
+        labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.to_string());
         NamespaceInfo {
             name: name.to_string(),
             labels,
@@ -283,5 +281,19 @@ impl Cluster {
     /// The policies of one namespace.
     pub fn policies_in(&self, namespace: &str) -> impl Iterator<Item = &Policy> {
         self.policies.get(namespace).into_iter().flat_map(BTreeMap::values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_label_is_always_the_name() {
+        let spoofed = Labels::from([(NAMESPACE_NAME_LABEL.to_string(), "kube-system".to_string())]);
+        let ns = NamespaceInfo::new("shop", spoofed);
+        assert_eq!(ns.labels.get(NAMESPACE_NAME_LABEL).map(String::as_str), Some("shop"));
+        let ns = NamespaceInfo::new("shop", Labels::new());
+        assert_eq!(ns.labels.get(NAMESPACE_NAME_LABEL).map(String::as_str), Some("shop"));
     }
 }
