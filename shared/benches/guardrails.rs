@@ -1,5 +1,7 @@
 //! Review cost of one NetworkPolicy change in a governed namespace of 50
-//! policies, and of the offline check of the same state.
+//! policies, and of the offline check of the same state: through the free
+//! functions (which parse the state's policies on every call) and through a
+//! `PreparedState` (parsed once, as the webhook does per state generation).
 //!
 //! `cargo bench -p tierguard --bench guardrails`
 
@@ -7,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{Value, json};
 use tierguard::TierTemplate;
-use tierguard::guardrails::{Operation, PolicyState, review_network_policy, state_violations};
+use tierguard::guardrails::{Operation, PolicyState, PreparedState, review_network_policy, state_violations};
 
 fn policy(namespace: &str, name: &str, spec: Value) -> NetworkPolicy {
     serde_json::from_value(json!({"metadata": {"name": name, "namespace": namespace}, "spec": spec}))
@@ -106,6 +108,16 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("check state, namespace of 50 policies", |b| {
         b.iter(|| state_violations(&template, &state))
+    });
+    let prepared = PreparedState::new(state.clone());
+    c.bench_function("prepared: review UPDATE, namespace of 50 policies", |b| {
+        b.iter(|| prepared.review_network_policy(&template, Operation::Update, Some(&change), Some(&change)))
+    });
+    c.bench_function("prepared: check state, namespace of 50 policies", |b| {
+        b.iter(|| prepared.state_violations(&template))
+    });
+    c.bench_function("prepare state of 50 policies", |b| {
+        b.iter_batched(|| state.clone(), PreparedState::new, criterion::BatchSize::SmallInput)
     });
 }
 

@@ -3,11 +3,13 @@
 //! the field path, so the same code serves the engine (refuse bad input) and
 //! the R4 guardrail (report it).
 
-use std::fmt;
+use std::fmt::{self, Display};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -302,10 +304,18 @@ impl Policy {
                 message: "is required".into(),
             });
         }
-        let spec = np.spec.clone().unwrap_or_default();
+        // Borrowed, not cloned: parsing reads the spec and copies only what it keeps.
+        let no_spec;
+        let spec = match &np.spec {
+            Some(spec) => spec,
+            None => {
+                no_spec = NetworkPolicySpec::default();
+                &no_spec
+            }
+        };
         let pod_selector = match &spec.pod_selector {
             None => Selector::everything(),
-            Some(ls) => selector(ls, "spec.podSelector", &mut errors).unwrap_or_else(Selector::nothing),
+            Some(ls) => selector(ls, &"spec.podSelector", &mut errors).unwrap_or_else(Selector::nothing),
         };
         let ingress: Vec<Rule> = spec
             .ingress
@@ -316,7 +326,7 @@ impl Policy {
                 rule(
                     r.from.as_deref(),
                     r.ports.as_deref(),
-                    &format!("spec.ingress[{i}]"),
+                    &format_args!("spec.ingress[{i}]"),
                     "from",
                     &mut errors,
                 )
@@ -331,7 +341,7 @@ impl Policy {
                 rule(
                     r.to.as_deref(),
                     r.ports.as_deref(),
-                    &format!("spec.egress[{i}]"),
+                    &format_args!("spec.egress[{i}]"),
                     "to",
                     &mut errors,
                 )
@@ -370,7 +380,10 @@ impl Policy {
     }
 }
 
-fn selector(ls: &LabelSelector, field: &str, errors: &mut Vec<FieldError>) -> Option<Selector> {
+// Field paths are `Display` values, formatted only when a problem is reported:
+// most policies have none, and parsing should not pay for the strings.
+
+fn selector(ls: &LabelSelector, field: &dyn Display, errors: &mut Vec<FieldError>) -> Option<Selector> {
     match Selector::from_k8s(ls) {
         Ok(s) => Some(s),
         Err(errs) => {
@@ -386,7 +399,7 @@ fn selector(ls: &LabelSelector, field: &str, errors: &mut Vec<FieldError>) -> Op
 fn rule(
     peers: Option<&[NetworkPolicyPeer]>,
     ports: Option<&[NetworkPolicyPort]>,
-    base: &str,
+    base: &dyn Display,
     peers_key: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<Rule> {
@@ -396,7 +409,7 @@ fn rule(
         Some(list) => Some(
             list.iter()
                 .enumerate()
-                .filter_map(|(i, p)| peer(p, &format!("{base}.{peers_key}[{i}]"), errors))
+                .filter_map(|(i, p)| peer(p, &format_args!("{base}.{peers_key}[{i}]"), errors))
                 .collect(),
         ),
     };
@@ -404,14 +417,14 @@ fn rule(
         .unwrap_or_default()
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| port(p, &format!("{base}.ports[{i}]"), errors))
+        .filter_map(|(i, p)| port(p, &format_args!("{base}.ports[{i}]"), errors))
         .collect();
     (errors.len() == before).then_some(Rule { peers, ports })
 }
 
-fn peer(p: &NetworkPolicyPeer, field: &str, errors: &mut Vec<FieldError>) -> Option<Peer> {
+fn peer(p: &NetworkPolicyPeer, field: &dyn Display, errors: &mut Vec<FieldError>) -> Option<Peer> {
     match (&p.ip_block, &p.namespace_selector, &p.pod_selector) {
-        (Some(block), None, None) => ip_block(block, &format!("{field}.ipBlock"), errors).map(Peer::Block),
+        (Some(block), None, None) => ip_block(block, &format_args!("{field}.ipBlock"), errors).map(Peer::Block),
         (Some(_), _, _) => {
             errors.push(FieldError {
                 field: field.to_string(),
@@ -429,11 +442,13 @@ fn peer(p: &NetworkPolicyPeer, field: &str, errors: &mut Vec<FieldError>) -> Opt
         (None, ns, pods) => {
             let namespaces = match ns {
                 None => Some(NamespaceScope::Own),
-                Some(ls) => selector(ls, &format!("{field}.namespaceSelector"), errors).map(NamespaceScope::Matching),
+                Some(ls) => {
+                    selector(ls, &format_args!("{field}.namespaceSelector"), errors).map(NamespaceScope::Matching)
+                }
             };
             let pods = match pods {
                 None => Some(Selector::everything()),
-                Some(ls) => selector(ls, &format!("{field}.podSelector"), errors),
+                Some(ls) => selector(ls, &format_args!("{field}.podSelector"), errors),
             };
             Some(Peer::Pods {
                 namespaces: namespaces?,
@@ -443,7 +458,7 @@ fn peer(p: &NetworkPolicyPeer, field: &str, errors: &mut Vec<FieldError>) -> Opt
     }
 }
 
-fn parse_cidr(text: &str, field: &str, errors: &mut Vec<FieldError>) -> Option<IpNet> {
+fn parse_cidr(text: &str, field: &dyn Display, errors: &mut Vec<FieldError>) -> Option<IpNet> {
     match text.parse::<IpNet>() {
         Ok(net) => Some(net),
         Err(_) => {
@@ -457,19 +472,19 @@ fn parse_cidr(text: &str, field: &str, errors: &mut Vec<FieldError>) -> Option<I
     }
 }
 
-fn ip_block(block: &IPBlock, field: &str, errors: &mut Vec<FieldError>) -> Option<IpBlock> {
-    let cidr = parse_cidr(&block.cidr, &format!("{field}.cidr"), errors)?;
+fn ip_block(block: &IPBlock, field: &dyn Display, errors: &mut Vec<FieldError>) -> Option<IpBlock> {
+    let cidr = parse_cidr(&block.cidr, &format_args!("{field}.cidr"), errors)?;
     let mut except = Vec::new();
     let mut ok = true;
     for (i, e) in block.except.iter().flatten().enumerate() {
-        let f = format!("{field}.except[{i}]");
+        let f = format_args!("{field}.except[{i}]");
         match parse_cidr(e, &f, errors) {
             Some(net) => {
                 // The API server wants each except strictly inside the cidr.
                 let inside = net != cidr && cidr.contains(&net);
                 if !inside {
                     errors.push(FieldError {
-                        field: f,
+                        field: f.to_string(),
                         message: format!("{e} is not inside cidr {}", block.cidr),
                     });
                     ok = false;
@@ -496,7 +511,7 @@ fn is_port_name(name: &str) -> bool {
         && !name.contains("--")
 }
 
-fn port(p: &NetworkPolicyPort, field: &str, errors: &mut Vec<FieldError>) -> Option<PolicyPort> {
+fn port(p: &NetworkPolicyPort, field: &dyn Display, errors: &mut Vec<FieldError>) -> Option<PolicyPort> {
     let before = errors.len();
     let protocol = match p.protocol.as_deref() {
         None => Protocol::Tcp,
@@ -539,7 +554,7 @@ fn port(p: &NetworkPolicyPort, field: &str, errors: &mut Vec<FieldError>) -> Opt
     (errors.len() == before).then_some(PolicyPort { protocol, port })
 }
 
-fn numeric(n: i64, end: Option<i32>, field: &str, errors: &mut Vec<FieldError>) -> PortMatch {
+fn numeric(n: i64, end: Option<i32>, field: &dyn Display, errors: &mut Vec<FieldError>) -> PortMatch {
     let Ok(start) = u16::try_from(n)
         .map_err(|_| ())
         .and_then(|p| if p == 0 { Err(()) } else { Ok(p) })

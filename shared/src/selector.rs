@@ -64,6 +64,20 @@ impl KeyConstraint {
         !self.absent && matches!(&self.values, Values::Only(s) if s.is_empty())
     }
 
+    /// Whether `self.intersect(other)` is non-empty, without building it.
+    fn meets(&self, other: &KeyConstraint) -> bool {
+        if self.absent && other.absent {
+            return true;
+        }
+        match (&self.values, &other.values) {
+            (Values::Only(a), Values::Only(b)) => !a.is_disjoint(b),
+            (Values::Only(a), Values::AllBut(e)) | (Values::AllBut(e), Values::Only(a)) => {
+                a.iter().any(|v| !e.contains(v))
+            }
+            (Values::AllBut(_), Values::AllBut(_)) => true,
+        }
+    }
+
     fn intersect(&self, other: &KeyConstraint) -> KeyConstraint {
         let values = match (&self.values, &other.values) {
             (Values::Only(a), Values::Only(b)) => Values::Only(a.intersection(b).cloned().collect()),
@@ -75,6 +89,33 @@ impl KeyConstraint {
         KeyConstraint {
             absent: self.absent && other.absent,
             values,
+        }
+    }
+
+    /// Whether a value (not absence) is allowed.
+    fn allows_value(&self, v: &str) -> bool {
+        match &self.values {
+            Values::Only(set) => set.contains(v),
+            Values::AllBut(set) => !set.contains(v),
+        }
+    }
+
+    /// Whether `self.intersect(with).is_subset_of(other)`, without building
+    /// the intersection.
+    fn meet_is_subset_of(&self, with: &KeyConstraint, other: &KeyConstraint) -> bool {
+        if self.absent && with.absent && !other.absent {
+            return false;
+        }
+        match (&self.values, &with.values) {
+            (Values::Only(a), Values::Only(b)) => a.iter().filter(|v| b.contains(*v)).all(|v| other.allows_value(v)),
+            (Values::Only(a), Values::AllBut(e)) | (Values::AllBut(e), Values::Only(a)) => {
+                a.iter().filter(|v| !e.contains(*v)).all(|v| other.allows_value(v))
+            }
+            // An infinite set is never inside a finite one.
+            (Values::AllBut(a), Values::AllBut(b)) => match &other.values {
+                Values::Only(_) => false,
+                Values::AllBut(e) => e.iter().all(|v| a.contains(v) || b.contains(v)),
+            },
         }
     }
 
@@ -208,22 +249,25 @@ impl Selector {
         let mut errors = Vec::new();
         if let Some(match_labels) = &selector.match_labels {
             for (k, v) in match_labels {
-                let field = format!("matchLabels.{k}");
+                let field = || format!("matchLabels.{k}");
                 if let Err(message) = labels::validate_key(k) {
                     errors.push(SelectorError {
-                        field: field.clone(),
+                        field: field(),
                         message,
                     });
                 }
                 if let Err(message) = labels::validate_value(v) {
-                    errors.push(SelectorError { field, message });
+                    errors.push(SelectorError {
+                        field: field(),
+                        message,
+                    });
                 }
                 sel.constrain(k, Operator::In, std::slice::from_ref(v));
             }
         }
         for (i, req) in selector.match_expressions.iter().flatten().enumerate() {
             match parse_requirement(req, i) {
-                Ok((op, values)) => sel.constrain(&req.key, op, &values),
+                Ok((op, values)) => sel.constrain(&req.key, op, values),
                 Err(mut errs) => errors.append(&mut errs),
             }
         }
@@ -288,9 +332,17 @@ impl Selector {
         !self.keys.values().any(KeyConstraint::is_empty)
     }
 
-    /// Whether some label set is selected by both.
+    /// Whether some label set is selected by both (`self.and(other)` is
+    /// satisfiable), decided key by key without building the intersection.
     pub fn intersects(&self, other: &Selector) -> bool {
-        self.and(other).is_satisfiable()
+        let ours = self.keys.iter().all(|(k, c)| match other.keys.get(k) {
+            Some(theirs) => c.meets(theirs),
+            None => !c.is_empty(),
+        });
+        ours && other
+            .keys
+            .iter()
+            .all(|(k, c)| self.keys.contains_key(k) || !c.is_empty())
     }
 
     /// Whether every label set this selects, `other` selects too.
@@ -302,6 +354,21 @@ impl Selector {
             Some(ours) => ours.is_subset_of(theirs),
             None => KeyConstraint::unconstrained().is_subset_of(theirs),
         })
+    }
+
+    /// Whether every label set both this and `with` select, `other` selects
+    /// too: `self.and(with).implies(other)`, without building the intersection.
+    pub fn and_implies(&self, with: &Selector, other: &Selector) -> bool {
+        let keywise = other
+            .keys
+            .iter()
+            .all(|(k, theirs)| match (self.keys.get(k), with.keys.get(k)) {
+                (Some(a), Some(b)) => a.meet_is_subset_of(b, theirs),
+                (Some(c), None) | (None, Some(c)) => c.is_subset_of(theirs),
+                (None, None) => KeyConstraint::unconstrained().is_subset_of(theirs),
+            });
+        // An empty intersection implies everything.
+        keywise || !self.intersects(with)
     }
 
     /// A label set this selector selects, if any.
@@ -335,8 +402,9 @@ impl Selector {
 fn parse_requirement(
     req: &LabelSelectorRequirement,
     index: usize,
-) -> Result<(Operator, Vec<String>), Vec<SelectorError>> {
-    let base = format!("matchExpressions[{index}]");
+) -> Result<(Operator, &[String]), Vec<SelectorError>> {
+    // Formatted only for an error.
+    let base = format_args!("matchExpressions[{index}]");
     let mut errors = Vec::new();
     if let Err(message) = labels::validate_key(&req.key) {
         errors.push(SelectorError {
@@ -344,7 +412,7 @@ fn parse_requirement(
             message,
         });
     }
-    let values = req.values.clone().unwrap_or_default();
+    let values: &[String] = req.values.as_deref().unwrap_or_default();
     let op = Operator::parse(&req.operator);
     match op {
         None => errors.push(SelectorError {

@@ -272,8 +272,10 @@ impl Admission {
         if let Some(field) = missing {
             return Decision::invalid(format!("{field} is required for {operation:?} of a NetworkPolicy"));
         }
-        let review =
-            guardrails::review_network_policy(&self.template, &snapshot.policy, operation, old.as_ref(), new.as_ref());
+        // The snapshot's policies are parsed already: only the change is parsed here.
+        let review = snapshot
+            .policy
+            .review_network_policy(&self.template, operation, old.as_ref(), new.as_ref());
         judge(self.template.mode, review, &what)
     }
 

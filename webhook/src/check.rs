@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde::Serialize;
-use tierguard::guardrails::{self, RuleId, Violation, ViolationKey};
+use tierguard::guardrails::{RuleId, Violation, ViolationKey};
 use tierguard::template::TierTemplate;
 
 use crate::state::files::{self, LoadError};
@@ -40,7 +40,7 @@ impl Report {
 pub fn check(template: &TierTemplate, paths: &[PathBuf]) -> Result<Report, LoadError> {
     let loaded = files::load(paths)?;
     let snapshot = loaded.snapshot();
-    let mut violations = guardrails::state_violations(template, &snapshot.policy);
+    let mut violations = snapshot.policy.state_violations(template);
     violations.retain(|_, v| !v.is_empty());
     Ok(Report {
         files: loaded.files,

@@ -1,14 +1,16 @@
 //! What every rule reads besides the policies themselves: the template, the
 //! namespaces of the state and the DNS target, prepared once per evaluation.
 
+use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use crate::labels::{Labels, NAMESPACE_NAME_LABEL};
 use crate::selector::Selector;
 use crate::template::TierTemplate;
 
 use super::dns::DnsTarget;
+use super::prepared::StateView;
 use super::{PeerTier, PolicyState};
 
 /// The labels a namespace has as the API server would show them: from the
@@ -23,9 +25,9 @@ pub(crate) fn effective_labels(state: &PolicyState, namespace: &str) -> Labels {
 }
 
 /// A namespace known to the state, with its effective labels.
-pub(crate) struct KnownNamespace {
+pub(crate) struct KnownNamespace<'a> {
     /// its labels
-    pub labels: Labels,
+    pub labels: Cow<'a, Labels>,
     /// whether the template governs it
     pub governed: bool,
     /// the template tier it is labelled with, if any
@@ -38,6 +40,8 @@ pub(crate) struct Context<'a> {
     pub template: &'a TierTemplate,
     /// the state before the change
     pub state: &'a PolicyState,
+    /// the same, with the policies parsed (once, when prepared)
+    pub view: StateView<'a>,
     /// `tier In [t]` for each template tier, in template order
     pub tier_selectors: Vec<(String, Selector)>,
     /// `tier NotIn [every tier]`
@@ -48,7 +52,7 @@ pub(crate) struct Context<'a> {
     focus: String,
     /// every namespace a namespaceSelector can match; built on first use
     /// because most policies never need it
-    known: OnceCell<Vec<KnownNamespace>>,
+    known: OnceCell<Vec<KnownNamespace<'a>>>,
     /// tiers a pod selector may select by pod labels; policies of a namespace
     /// repeat the same peers, and each answer costs several intersections
     label_tiers: RefCell<HashMap<Selector, Vec<PeerTier>>>,
@@ -56,10 +60,12 @@ pub(crate) struct Context<'a> {
 
 impl<'a> Context<'a> {
     /// Prepares an evaluation centred on `focus`.
-    pub fn new(template: &'a TierTemplate, state: &'a PolicyState, focus: &str) -> Self {
+    pub fn new(template: &'a TierTemplate, view: StateView<'a>, focus: &str) -> Self {
+        let state = view.state;
         Context {
             template,
             state,
+            view,
             tier_selectors: template
                 .tier_names()
                 .map(|t| (t.to_string(), template.tier_selector(t)))
@@ -103,15 +109,17 @@ impl<'a> Context<'a> {
 
     /// Namespaces of the state (namespace objects and namespaces holding
     /// policies) plus the focus namespace, which exists since it is being changed.
-    pub fn known_namespaces(&self) -> &[KnownNamespace] {
+    pub fn known_namespaces(&self) -> &[KnownNamespace<'a>] {
         self.known.get_or_init(|| {
-            let mut names: BTreeSet<&str> = self.state.namespaces.keys().map(String::as_str).collect();
-            names.insert(&self.focus);
-            names.extend(policy_namespaces(self.state));
-            names
-                .into_iter()
-                .map(|n| {
-                    let labels = effective_labels(self.state, n);
+            let named = self.view.namespace_labels();
+            let focus_at = named.binary_search_by(|(n, _)| (*n).cmp(self.focus.as_str())).err();
+            let mut all: Vec<Cow<'a, Labels>> = named.into_iter().map(|(_, labels)| labels).collect();
+            // In name order, like the state's namespaces.
+            if let Some(at) = focus_at {
+                all.insert(at, Cow::Owned(effective_labels(self.state, &self.focus)));
+            }
+            all.into_iter()
+                .map(|labels| {
                     let governed = self.template.governs(&labels);
                     let tier = self.namespace_tier(&labels).map(str::to_string);
                     KnownNamespace { labels, governed, tier }

@@ -2,34 +2,32 @@
 
 use crate::policy::Direction;
 
-use super::evaluate::PolicyFacts;
+use super::evaluate::{PolicyFacts, Wanted};
 use super::groups::GroupScope;
 use super::{Group, Violation, ViolationKey};
 
-/// R1 violations of a namespace holding `policies`.
+/// The `wanted` R1 violations of a namespace holding `policies`, onto `out`.
 pub(crate) fn default_deny_violations(
     tier_label: &str,
     namespace: &str,
     groups: &[GroupScope],
-    policies: &[&PolicyFacts],
-) -> Vec<Violation> {
-    let mut out = Vec::new();
+    policies: &[&PolicyFacts<'_>],
+    wanted: &Wanted<'_>,
+    out: &mut Vec<Violation>,
+) {
     for (i, scope) in groups.iter().enumerate() {
         for direction in Direction::BOTH {
-            let isolated = policies.iter().any(|p| p.covers[i] && p.policy.isolates(direction));
+            let isolated = policies.iter().any(|p| p.covers[i] && p.policy().isolates(direction));
             if !isolated {
-                out.push(Violation {
-                    key: ViolationKey::DefaultDeny {
-                        namespace: namespace.to_string(),
-                        group: scope.group.clone(),
-                        direction,
-                    },
-                    message: message(tier_label, namespace, &scope.group, direction),
-                });
+                let key = ViolationKey::DefaultDeny {
+                    namespace: namespace.to_string(),
+                    group: scope.group.clone(),
+                    direction,
+                };
+                wanted.push(out, key, || message(tier_label, namespace, &scope.group, direction));
             }
         }
     }
-    out
 }
 
 fn message(tier_label: &str, namespace: &str, group: &Group, direction: Direction) -> String {

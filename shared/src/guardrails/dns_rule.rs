@@ -3,23 +3,28 @@
 //! "Partial isolation").
 
 use super::context::Context;
-use super::evaluate::PolicyFacts;
+use super::evaluate::{PolicyFacts, Wanted};
 use super::groups::GroupScope;
 use super::{Violation, ViolationKey};
 
-/// R2 violations of a namespace holding `policies` (in name order; the first
-/// policy that drops DNS for a group and port names the violation).
+/// The `wanted` R2 violations of a namespace holding `policies` (in name
+/// order; the first policy that drops DNS for a group and port names the
+/// violation), onto `out`.
 pub(crate) fn dns_violations(
     ctx: &Context<'_>,
     namespace: &str,
     groups: &[GroupScope],
-    policies: &[&PolicyFacts],
-) -> Vec<Violation> {
+    policies: &[&PolicyFacts<'_>],
+    wanted: &Wanted<'_>,
+    out: &mut Vec<Violation>,
+) {
     let ports = &ctx.dns.ports;
-    let mut out = Vec::new();
     for p in policies {
         for scope in &p.egress_scopes {
-            let mut reach = vec![false; ports.len()];
+            // The reach is what every policy selecting all of the pods adds,
+            // in any order. `p` itself is one (it selects its own pods), and
+            // usually brings the DNS rule, so it goes first.
+            let mut reach = p.dns_reach.clone();
             for q in policies {
                 if reach.iter().all(|r| *r) {
                     break;
@@ -33,11 +38,18 @@ pub(crate) fn dns_violations(
                 if !adds {
                     continue;
                 }
-                // Coverage of the whole group is precomputed; a part needs the implication.
-                let selects_all = if scope.whole_group {
-                    q.covers[scope.group]
+                // Coverage of the whole group is precomputed, and settles a
+                // part too: a policy covering the group selects all of the
+                // part, and one that may select no pod of the group selects
+                // none of the (non-empty) part. Otherwise the implication decides.
+                let selects_all = if q.covers[scope.group] {
+                    true
+                } else if scope.whole_group || !q.may_select[scope.group] {
+                    false
                 } else {
-                    scope.pods.implies(&q.policy.pod_selector)
+                    groups[scope.group]
+                        .selector
+                        .and_implies(&p.policy().pod_selector, &q.policy().pod_selector)
                 };
                 if selects_all {
                     for (acc, r) in reach.iter_mut().zip(&q.dns_reach) {
@@ -50,32 +62,32 @@ pub(crate) fn dns_violations(
                 if *reached {
                     continue;
                 }
-                let pods = if scope.whole_group {
-                    group.describe()
-                } else {
-                    format!("{} (the pods {} selects: {})", group.describe(), p.name, scope.pods)
+                let key = ViolationKey::Dns {
+                    namespace: namespace.to_string(),
+                    group: group.clone(),
+                    protocol,
+                    port,
                 };
-                let all_ports = ports
-                    .iter()
-                    .map(|(proto, port)| format!("{proto}/{port}"))
-                    .collect::<Vec<_>>()
-                    .join(" and ");
-                out.push(Violation {
-                    key: ViolationKey::Dns {
-                        namespace: namespace.to_string(),
-                        group: group.clone(),
-                        protocol,
-                        port,
-                    },
-                    message: format!(
+                wanted.push(out, key, || {
+                    let pods = if scope.whole_group {
+                        group.describe()
+                    } else {
+                        let part = groups[scope.group].selector.and(&p.policy().pod_selector);
+                        format!("{} (the pods {} selects: {part})", group.describe(), p.name)
+                    };
+                    let all_ports = ports
+                        .iter()
+                        .map(|(proto, port)| format!("{proto}/{port}"))
+                        .collect::<Vec<_>>()
+                        .join(" and ");
+                    format!(
                         "policy {} would drop DNS for {pods} in namespace {namespace}: no egress rule allows \
                          {protocol}/{port} to {}; add an egress rule to {} on {all_ports} in {} or in another \
                          policy that selects all of these pods",
                         p.name, ctx.dns.description, ctx.dns.description, p.name
-                    ),
+                    )
                 });
             }
         }
     }
-    out
 }

@@ -3,38 +3,77 @@
 //! before and after states of a review share it and only the set-level
 //! checks (R1, R2) run twice.
 
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 
 use crate::labels::Labels;
-use crate::policy::{Direction, FieldError, Policy};
-use crate::selector::Selector;
+use crate::policy::{Direction, Policy};
 
-use super::Violation;
 use super::context::{Context, effective_labels};
 use super::default_deny::default_deny_violations;
 use super::dns_rule::dns_violations;
 use super::flows::{FlowInput, flow_violations};
 use super::groups::{GroupScope, groups};
-use super::structure::{kept_rule_indices, structure_violations};
+use super::prepared::ParsedPolicy;
+use super::structure::structure_violations;
+use super::{Violation, ViolationKey};
 
 /// Pods of a group that an egress-isolating policy selects, for R2.
 pub(crate) struct EgressScope {
     /// index into the namespace's groups
     pub group: usize,
-    /// the group's selector AND the policy's podSelector
-    pub pods: Selector,
-    /// whether that is the whole group
+    /// whether that is the whole group; otherwise the pods are the group's
+    /// selector AND the policy's podSelector (never built: the rules only
+    /// ask what it implies, and a message shows it)
     pub whole_group: bool,
 }
 
+/// Which violations an evaluation reports, and whether messages are built.
+/// Messages cost more than finding the violation, and a review needs them
+/// only for the violations that are new.
+pub(crate) enum Wanted<'k> {
+    /// every violation, with its message
+    All,
+    /// every violation, keys only (empty messages)
+    KeysOnly,
+    /// only violations whose key is not in the set, with messages
+    NewSince(&'k BTreeSet<ViolationKey>),
+}
+
+impl Wanted<'_> {
+    /// Reports a violation, building its message only when it is wanted.
+    pub fn push(&self, out: &mut Vec<Violation>, key: ViolationKey, message: impl FnOnce() -> String) {
+        match self {
+            Wanted::All => out.push(Violation {
+                key,
+                message: message(),
+            }),
+            Wanted::KeysOnly => out.push(Violation {
+                key,
+                message: String::new(),
+            }),
+            Wanted::NewSince(known) => {
+                if !known.contains(&key) {
+                    out.push(Violation {
+                        key,
+                        message: message(),
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// What one policy contributes, independent of the other policies.
-pub(crate) struct PolicyFacts {
+pub(crate) struct PolicyFacts<'p> {
     /// the policy's name
-    pub name: String,
-    /// its usable part
-    pub policy: Policy,
+    pub name: &'p str,
+    /// the policy, parsed
+    pub parsed: Cow<'p, ParsedPolicy>,
     /// per group: whether the podSelector selects every pod of the group
     pub covers: Vec<bool>,
+    /// per group: whether the podSelector may select a pod of the group
+    pub may_select: Vec<bool>,
     /// R2: the pods whose DNS this policy's egress isolation puts at stake
     pub egress_scopes: Vec<EgressScope>,
     /// per configured DNS port: whether an egress rule of this policy reaches it
@@ -43,9 +82,16 @@ pub(crate) struct PolicyFacts {
     pub own: Vec<Violation>,
 }
 
+impl PolicyFacts<'_> {
+    /// The usable part of the policy.
+    pub fn policy(&self) -> &Policy {
+        &self.parsed.policy
+    }
+}
+
 /// A namespace being evaluated.
-pub(crate) struct NamespaceEval<'c> {
-    ctx: &'c Context<'c>,
+pub(crate) struct NamespaceEval<'c, 'a> {
+    ctx: &'c Context<'a>,
     /// its name
     pub namespace: String,
     labels: Labels,
@@ -54,9 +100,9 @@ pub(crate) struct NamespaceEval<'c> {
     groups: Vec<GroupScope>,
 }
 
-impl<'c> NamespaceEval<'c> {
+impl<'c, 'a> NamespaceEval<'c, 'a> {
     /// Prepares the evaluation of `namespace`.
-    pub fn new(ctx: &'c Context<'c>, namespace: &str) -> Self {
+    pub fn new(ctx: &'c Context<'a>, namespace: &str) -> Self {
         let labels = effective_labels(ctx.state, namespace);
         let governed = ctx.template.governs(&labels);
         let groups = if governed { groups(ctx, &labels) } else { Vec::new() };
@@ -69,13 +115,11 @@ impl<'c> NamespaceEval<'c> {
         }
     }
 
-    /// Parses one policy of the namespace and works out what it contributes;
-    /// its own (R3, R4) violations only `with_own`, since a review needs them
-    /// only for the policy that changes.
-    pub fn facts(&self, name: &str, raw: &NetworkPolicy, with_own: bool) -> PolicyFacts {
-        let lenient = Policy::from_k8s_lenient(raw);
-        let policy = lenient.policy;
-        let errors = lenient.errors;
+    /// Works out what one (parsed) policy of the namespace contributes; its
+    /// own (R3, R4) violations only `with_own`, since a review needs them only
+    /// for the policy that changes.
+    pub fn facts<'p>(&self, name: &'p str, parsed: Cow<'p, ParsedPolicy>, with_own: bool) -> PolicyFacts<'p> {
+        let policy = &parsed.policy;
         let selector = &policy.pod_selector;
 
         let isolates_egress = policy.isolates(Direction::Egress);
@@ -84,20 +128,14 @@ impl<'c> NamespaceEval<'c> {
         let mut egress_scopes = Vec::new();
         for (i, group) in self.groups.iter().enumerate() {
             // A covered group is selected whole (group selectors are
-            // satisfiable); otherwise the intersection decides, and is kept as
-            // the R2 scope so it is built once.
-            let (covered, may, both) = if group.selector.implies(selector) {
-                (true, true, None)
-            } else {
-                let both = group.selector.and(selector);
-                (false, both.is_satisfiable(), Some(both))
-            };
+            // satisfiable); otherwise the intersection decides.
+            let covered = group.selector.implies(selector);
+            let may = covered || group.selector.intersects(selector);
             covers.push(covered);
             may_select.push(may);
             if isolates_egress && may {
                 egress_scopes.push(EgressScope {
                     group: i,
-                    pods: both.unwrap_or_else(|| group.selector.clone()),
                     whole_group: covered,
                 });
             }
@@ -114,14 +152,15 @@ impl<'c> NamespaceEval<'c> {
         }
 
         let own = if with_own {
-            self.own_violations(name, raw, &policy, &errors, &may_select)
+            self.own_violations(name, &parsed, &may_select)
         } else {
             Vec::new()
         };
         PolicyFacts {
-            name: name.to_string(),
-            policy,
+            name,
+            parsed,
             covers,
+            may_select,
             egress_scopes,
             dns_reach,
             own,
@@ -129,19 +168,7 @@ impl<'c> NamespaceEval<'c> {
     }
 
     /// R3 and R4 of one policy.
-    fn own_violations(
-        &self,
-        name: &str,
-        raw: &NetworkPolicy,
-        policy: &Policy,
-        errors: &[FieldError],
-        may_select: &[bool],
-    ) -> Vec<Violation> {
-        let spec = raw.spec.as_ref();
-        let ingress_count = spec.and_then(|s| s.ingress.as_ref()).map_or(0, Vec::len);
-        let egress_count = spec.and_then(|s| s.egress.as_ref()).map_or(0, Vec::len);
-        let ingress_indices = kept_rule_indices("ingress", ingress_count, errors);
-        let egress_indices = kept_rule_indices("egress", egress_count, errors);
+    fn own_violations(&self, name: &str, parsed: &ParsedPolicy, may_select: &[bool]) -> Vec<Violation> {
         let targets: Vec<&str> = self
             .groups
             .iter()
@@ -157,33 +184,45 @@ impl<'c> NamespaceEval<'c> {
                     namespace: &self.namespace,
                     namespace_labels: &self.labels,
                     name,
-                    policy,
+                    policy: &parsed.policy,
                     targets,
-                    ingress_indices: &ingress_indices,
-                    egress_indices: &egress_indices,
+                    ingress_indices: &parsed.ingress_indices,
+                    egress_indices: &parsed.egress_indices,
                 },
             )
         } else {
             Vec::new()
         };
-        own.extend(structure_violations(&self.namespace, name, errors));
+        own.extend(structure_violations(&self.namespace, name, &parsed.errors));
         own
     }
 
-    /// Every violation of the namespace holding exactly `policies`, sorted by
-    /// key, one per key. Ungoverned namespaces have none.
-    pub fn violations(&self, policies: &[&PolicyFacts]) -> Vec<Violation> {
+    /// The `wanted` violations of the namespace holding exactly `policies`,
+    /// sorted by key, one per key. Ungoverned namespaces have none.
+    pub fn violations(&self, policies: &[&PolicyFacts<'_>], wanted: &Wanted<'_>) -> Vec<Violation> {
         if !self.governed {
             return Vec::new();
         }
         let mut policies = policies.to_vec();
         // Name order makes the message kept for a shared key deterministic.
-        policies.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut out = default_deny_violations(&self.ctx.template.tier_label, &self.namespace, &self.groups, &policies);
-        out.extend(dns_violations(self.ctx, &self.namespace, &self.groups, &policies));
+        policies.sort_by(|a, b| a.name.cmp(b.name));
+        let mut out = Vec::new();
+        default_deny_violations(
+            &self.ctx.template.tier_label,
+            &self.namespace,
+            &self.groups,
+            &policies,
+            wanted,
+            &mut out,
+        );
+        dns_violations(self.ctx, &self.namespace, &self.groups, &policies, wanted, &mut out);
         for p in &policies {
-            out.extend(p.own.iter().cloned());
+            for v in &p.own {
+                wanted.push(&mut out, v.key.clone(), || v.message.clone());
+            }
         }
+        // Every report of a key is wanted or none is, so the message kept
+        // for a key is the one it would have among all reports.
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out.dedup_by(|a, b| a.key == b.key);
         out

@@ -1,5 +1,7 @@
 //! The guardrail rules R1-R4 (DESIGN.md section 3), namespace validation and
-//! namespace mutation (section 4). Pure functions over a `PolicyState`.
+//! namespace mutation (section 4). Pure functions over a `PolicyState`; for
+//! many reviews against one state, [`PreparedState`] parses its policies once
+//! and gives the same answers.
 //!
 //! API CONTRACT (the webhook crate codes against exactly these items; the
 //! bodies are being filled in by the guardrails work).
@@ -23,12 +25,14 @@ mod flows;
 mod groups;
 mod mutate;
 mod namespace;
+mod prepared;
 mod review;
 mod structure;
 #[cfg(test)]
 mod tests;
 
 pub use mutate::TIER_ANNOTATION;
+pub use prepared::PreparedState;
 
 /// Which guardrail rule a violation breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -201,7 +205,7 @@ pub struct Mutation {
 /// namespaces get none (R4 problems there are only warnings, see
 /// `review_network_policy`).
 pub fn namespace_violations(template: &TierTemplate, state: &PolicyState, namespace: &str) -> Vec<Violation> {
-    review::namespace_violations(template, state, namespace)
+    review::namespace_violations(template, prepared::StateView::raw(state), namespace)
 }
 
 /// Every violation of every governed namespace in the state (for `check`):
@@ -209,7 +213,7 @@ pub fn namespace_violations(template: &TierTemplate, state: &PolicyState, namesp
 /// Namespaces without violations are left out, so an empty map means the
 /// state passes.
 pub fn state_violations(template: &TierTemplate, state: &PolicyState) -> BTreeMap<String, Vec<Violation>> {
-    review::state_violations(template, state)
+    review::state_violations(template, prepared::StateView::raw(state))
 }
 
 /// Reviews a NetworkPolicy CREATE (new), UPDATE (old, new) or DELETE (old)
@@ -238,7 +242,7 @@ pub fn review_network_policy(
     old: Option<&NetworkPolicy>,
     new: Option<&NetworkPolicy>,
 ) -> Review {
-    review::review_network_policy(template, state, operation, old, new)
+    review::review_network_policy(template, prepared::StateView::raw(state), operation, old, new)
 }
 
 /// Reviews a Namespace CREATE (new) or UPDATE (old, new): a

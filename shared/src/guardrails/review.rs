@@ -1,6 +1,7 @@
 //! Reviewing a NetworkPolicy change: the namespace's violations before and
 //! after, and which of the after ones are new.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -8,18 +9,16 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use crate::template::TierTemplate;
 
 use super::context::{Context, policy_namespaces};
-use super::evaluate::{NamespaceEval, PolicyFacts};
-use super::{Operation, PolicyState, Review, Violation, ViolationKey};
+use super::evaluate::{NamespaceEval, PolicyFacts, Wanted};
+use super::prepared::{ParsedPolicy, StateView};
+use super::{Operation, Review, Violation, ViolationKey};
 
 /// The facts of every policy the state holds in the namespace, in name
 /// order; own (R3, R4) violations for every policy, or only for `own_for`.
-fn state_facts(eval: &NamespaceEval<'_>, state: &PolicyState, own_for: Option<&str>) -> Vec<PolicyFacts> {
-    let namespace = eval.namespace.as_str();
-    state
-        .policies
-        .range((namespace.to_string(), String::new())..)
-        .take_while(|((ns, _), _)| ns == namespace)
-        .map(|((_, name), np)| eval.facts(name, np, own_for.is_none_or(|o| o == name)))
+fn state_facts<'a>(eval: &NamespaceEval<'_, '_>, view: StateView<'a>, own_for: Option<&str>) -> Vec<PolicyFacts<'a>> {
+    view.namespace_policies(&eval.namespace)
+        .into_iter()
+        .map(|(name, parsed)| eval.facts(name, parsed, own_for.is_none_or(|o| o == name)))
         .collect()
 }
 
@@ -29,17 +28,18 @@ fn violations_in(ctx: &Context<'_>, namespace: &str) -> Vec<Violation> {
     if !eval.governed {
         return Vec::new();
     }
-    let facts = state_facts(&eval, ctx.state, None);
-    eval.violations(&facts.iter().collect::<Vec<_>>())
+    let facts = state_facts(&eval, ctx.view, None);
+    eval.violations(&facts.iter().collect::<Vec<_>>(), &Wanted::All)
 }
 
 /// See [`super::namespace_violations`].
-pub(crate) fn namespace_violations(template: &TierTemplate, state: &PolicyState, namespace: &str) -> Vec<Violation> {
-    violations_in(&Context::new(template, state, namespace), namespace)
+pub(crate) fn namespace_violations(template: &TierTemplate, view: StateView<'_>, namespace: &str) -> Vec<Violation> {
+    violations_in(&Context::new(template, view, namespace), namespace)
 }
 
 /// See [`super::state_violations`].
-pub(crate) fn state_violations(template: &TierTemplate, state: &PolicyState) -> BTreeMap<String, Vec<Violation>> {
+pub(crate) fn state_violations(template: &TierTemplate, view: StateView<'_>) -> BTreeMap<String, Vec<Violation>> {
+    let state = view.state;
     let mut names: BTreeSet<&str> = state.namespaces.keys().map(String::as_str).collect();
     names.extend(policy_namespaces(state));
     let Some(first) = names.first() else {
@@ -47,7 +47,7 @@ pub(crate) fn state_violations(template: &TierTemplate, state: &PolicyState) -> 
     };
     // Every namespace evaluated is in the state, so one context (and its
     // namespace index) serves them all.
-    let ctx = Context::new(template, state, first);
+    let ctx = Context::new(template, view, first);
     names
         .into_iter()
         .map(|ns| (ns.to_string(), violations_in(&ctx, ns)))
@@ -62,7 +62,7 @@ fn name_of(np: &NetworkPolicy) -> &str {
 /// See [`super::review_network_policy`].
 pub(crate) fn review_network_policy(
     template: &TierTemplate,
-    state: &PolicyState,
+    view: StateView<'_>,
     operation: Operation,
     old: Option<&NetworkPolicy>,
     new: Option<&NetworkPolicy>,
@@ -84,9 +84,10 @@ pub(crate) fn review_network_policy(
         .as_deref()
         .or_else(|| old.and_then(|o| o.metadata.namespace.as_deref()))
         .unwrap_or("default");
-    let ctx = Context::new(template, state, namespace);
+    let ctx = Context::new(template, view, namespace);
     let eval = NamespaceEval::new(&ctx, namespace);
-    let added_facts = added.map(|np| eval.facts(name_of(np), np, true));
+    // The changed object is the only one parsed here.
+    let added_facts = added.map(|np| eval.facts(name_of(np), Cow::Owned(ParsedPolicy::new(np)), true));
 
     if !eval.governed {
         // Policies of ungoverned namespaces are admitted; structure problems still warn.
@@ -105,17 +106,18 @@ pub(crate) fn review_network_policy(
     // R3 and R4 keys name their policy, so only the changing policy's can be
     // new: the others' are the same before and after and are not computed.
     let replaced_name = name_of(replaced);
-    let existing = state_facts(&eval, state, Some(replaced_name));
-    let before: Vec<&PolicyFacts> = existing.iter().collect();
-    let mut after: Vec<&PolicyFacts> = existing.iter().filter(|f| f.name != replaced_name).collect();
+    let existing = state_facts(&eval, view, Some(replaced_name));
+    let before: Vec<&PolicyFacts<'_>> = existing.iter().collect();
+    let mut after: Vec<&PolicyFacts<'_>> = existing.iter().filter(|f| f.name != replaced_name).collect();
     after.extend(added_facts.as_ref());
 
-    let before_keys: BTreeSet<ViolationKey> = eval.violations(&before).into_iter().map(|v| v.key).collect();
-    let new_violations = eval
-        .violations(&after)
+    // Only the keys of the before-state matter, and only new violations need messages.
+    let before_keys: BTreeSet<ViolationKey> = eval
+        .violations(&before, &Wanted::KeysOnly)
         .into_iter()
-        .filter(|v| !before_keys.contains(&v.key))
+        .map(|v| v.key)
         .collect();
+    let new_violations = eval.violations(&after, &Wanted::NewSince(&before_keys));
     Review {
         new_violations,
         warnings: Vec::new(),

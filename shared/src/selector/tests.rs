@@ -114,6 +114,18 @@ proptest! {
     }
 
     #[test]
+    fn fast_paths_agree_with_the_built_intersection(
+        a in raw_selector(),
+        b in raw_selector(),
+        c in raw_selector(),
+    ) {
+        let (a, b, c) = (build(&a), build(&b), build(&c));
+        let both = a.and(&b);
+        prop_assert_eq!(a.intersects(&b), both.is_satisfiable(), "{} and {}", a, b);
+        prop_assert_eq!(a.and_implies(&b, &c), both.implies(&c), "({} and {}) => {}", a, b, c);
+    }
+
+    #[test]
     fn witness_is_selected(a in raw_selector()) {
         let sel = build(&a);
         match sel.witness() {

@@ -1,5 +1,6 @@
 //! The webhook's view of the cluster: namespaces and NetworkPolicies as a
-//! `PolicyState` snapshot, plus the namespaces that are being deleted. A
+//! `PolicyState` snapshot (prepared: every policy parsed once per snapshot,
+//! not once per request), plus the namespaces that are being deleted. A
 //! request only ever reads a snapshot; it never waits on the API server.
 
 pub mod files;
@@ -10,14 +11,15 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use tierguard::guardrails::PolicyState;
+use tierguard::guardrails::{PolicyState, PreparedState};
 use tierguard::labels::{Labels, NAMESPACE_NAME_LABEL};
 
 /// What a request reads.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    /// namespaces' labels and the NetworkPolicies, as the rules read them
-    pub policy: PolicyState,
+    /// namespaces' labels and the NetworkPolicies, as the rules read them,
+    /// with every policy parsed (derefs to the `PolicyState`)
+    pub policy: PreparedState,
     /// namespaces with a `deletionTimestamp` or in phase `Terminating`
     pub terminating: BTreeSet<String>,
 }
@@ -30,27 +32,30 @@ impl Snapshot {
         namespaces: impl IntoIterator<Item = &'a Namespace>,
         policies: impl IntoIterator<Item = &'a NetworkPolicy>,
     ) -> Snapshot {
-        let mut snapshot = Snapshot::default();
+        let mut state = PolicyState::default();
+        let mut terminating = BTreeSet::new();
         for ns in namespaces {
             let Some(name) = ns.metadata.name.clone() else {
                 continue;
             };
             if is_terminating(ns) {
-                snapshot.terminating.insert(name.clone());
+                terminating.insert(name.clone());
             }
-            snapshot.policy.namespaces.insert(name, namespace_labels(ns));
+            state.namespaces.insert(name, namespace_labels(ns));
         }
         for np in policies {
             let namespace = policy_namespace(np);
             let name = np.metadata.name.clone().unwrap_or_default();
-            snapshot
-                .policy
+            state
                 .namespaces
                 .entry(namespace.clone())
                 .or_insert_with(|| Labels::from([(NAMESPACE_NAME_LABEL.to_string(), namespace.clone())]));
-            snapshot.policy.policies.insert((namespace, name), np.clone());
+            state.policies.insert((namespace, name), np.clone());
         }
-        snapshot
+        Snapshot {
+            policy: PreparedState::new(state),
+            terminating,
+        }
     }
 }
 

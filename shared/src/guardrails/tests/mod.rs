@@ -11,6 +11,7 @@ mod dns;
 mod flows;
 mod mutate;
 mod namespace;
+mod prepared;
 mod review;
 mod structure;
 
