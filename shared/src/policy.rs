@@ -480,8 +480,9 @@ fn ip_block(block: &IPBlock, field: &dyn Display, errors: &mut Vec<FieldError>) 
         let f = format_args!("{field}.except[{i}]");
         match parse_cidr(e, &f, errors) {
             Some(net) => {
-                // The API server wants each except strictly inside the cidr.
-                let inside = net != cidr && cidr.contains(&net);
+                // The API server wants each except a strict subset of the cidr:
+                // inside it and with a longer prefix (host bits do not count).
+                let inside = net.prefix_len() > cidr.prefix_len() && cidr.contains(&net);
                 if !inside {
                     errors.push(FieldError {
                         field: f.to_string(),

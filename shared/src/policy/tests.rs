@@ -46,6 +46,17 @@ fn structure_errors_name_the_field() {
             "spec.ingress[0].from[1].ipBlock.except[0]",
             "10.1.0.0/24 is not inside cidr 10.0.0.0/16",
         ),
+        // Kubernetes wants a strictly longer prefix, host bits in the cidr notwithstanding.
+        (
+            serde_json::json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.244.1.13/24", "except": ["10.244.1.0/24"]}}]}]}),
+            "spec.ingress[0].from[0].ipBlock.except[0]",
+            "is not inside cidr",
+        ),
+        (
+            serde_json::json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.0.0/16"]}}]}]}),
+            "spec.ingress[0].from[0].ipBlock.except[0]",
+            "is not inside cidr",
+        ),
         (
             serde_json::json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}),
             "spec.ingress[0].from[0].ipBlock.cidr",
