@@ -24,14 +24,25 @@ pub(crate) fn effective_labels(state: &PolicyState, namespace: &str) -> Labels {
     labels
 }
 
+/// What a namespace's pods are as peers (DESIGN 3.1, "Peers' tiers for R3").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PeerNamespace {
+    /// not governed: its pods are untiered
+    Ungoverned,
+    /// governed and labelled with a template tier: its pods are of that tier
+    Tier(String),
+    /// governed, with a tier label naming no template tier: its pods are untiered
+    UnknownTier,
+    /// governed, no tier label: its pods are of the tiers their own labels give
+    Unlabelled,
+}
+
 /// A namespace known to the state, with its effective labels.
 pub(crate) struct KnownNamespace<'a> {
     /// its labels
     pub labels: Cow<'a, Labels>,
-    /// whether the template governs it
-    pub governed: bool,
-    /// the template tier it is labelled with, if any
-    pub tier: Option<String>,
+    /// what its pods are as peers
+    pub kind: PeerNamespace,
 }
 
 /// Shared, read-only inputs of one evaluation.
@@ -78,6 +89,18 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// What the pods of a namespace with these labels are as peers.
+    pub fn peer_namespace(&self, labels: &Labels) -> PeerNamespace {
+        if !self.template.governs(labels) {
+            return PeerNamespace::Ungoverned;
+        }
+        match labels.get(&self.template.tier_label) {
+            None => PeerNamespace::Unlabelled,
+            Some(t) if self.template.is_tier(t) => PeerNamespace::Tier(t.clone()),
+            Some(_) => PeerNamespace::UnknownTier,
+        }
+    }
+
     /// The template tier a namespace is labelled with; an unknown value counts as none.
     pub fn namespace_tier<'l>(&self, labels: &'l Labels) -> Option<&'l str> {
         labels
@@ -120,9 +143,8 @@ impl<'a> Context<'a> {
             }
             all.into_iter()
                 .map(|labels| {
-                    let governed = self.template.governs(&labels);
-                    let tier = self.namespace_tier(&labels).map(str::to_string);
-                    KnownNamespace { labels, governed, tier }
+                    let kind = self.peer_namespace(&labels);
+                    KnownNamespace { labels, kind }
                 })
                 .collect()
         })

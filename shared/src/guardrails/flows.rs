@@ -7,7 +7,7 @@ use crate::policy::{Direction, NamespaceScope, Peer, Policy, Rule};
 use crate::selector::Selector;
 use crate::template::FlowPeer;
 
-use super::context::Context;
+use super::context::{Context, PeerNamespace};
 use super::{PeerTier, Violation, ViolationKey};
 
 /// A policy as R3 sees it, in the namespace it lives in.
@@ -161,23 +161,23 @@ fn rule_peer_tiers(ctx: &Context<'_>, own_labels: &Labels, rule: &Rule) -> BTree
                 if !pods.is_satisfiable() {
                     continue;
                 }
-                // Namespaces fall into three kinds; each kind is resolved once,
+                // Namespaces fall into a few kinds; each kind is resolved once,
                 // not once per namespace.
-                let mut ungoverned = false;
+                let mut untiered = false;
                 let mut unlabelled = false;
                 let mut labelled: Vec<&str> = Vec::new();
                 for known in ctx.known_namespaces() {
                     if !namespace_selector.matches(&known.labels) {
                         continue;
                     }
-                    match (known.governed, &known.tier) {
-                        (false, _) => ungoverned = true,
-                        (true, Some(tier)) => {
+                    match &known.kind {
+                        PeerNamespace::Ungoverned | PeerNamespace::UnknownTier => untiered = true,
+                        PeerNamespace::Tier(tier) => {
                             if !labelled.contains(&tier.as_str()) {
                                 labelled.push(tier);
                             }
                         }
-                        (true, None) => unlabelled = true,
+                        PeerNamespace::Unlabelled => unlabelled = true,
                     }
                 }
                 for tier in labelled {
@@ -186,7 +186,7 @@ fn rule_peer_tiers(ctx: &Context<'_>, own_labels: &Labels, rule: &Rule) -> BTree
                 if unlabelled {
                     ctx.pod_label_tiers(pods).into_iter().for_each(&mut add);
                 }
-                if ungoverned {
+                if untiered {
                     add(PeerTier::Untiered);
                 }
             }
@@ -200,8 +200,9 @@ fn pod_tiers(ctx: &Context<'_>, namespace_labels: &Labels, pods: &Selector, add:
     if !pods.is_satisfiable() {
         return;
     }
-    match ctx.namespace_tier(namespace_labels) {
-        Some(tier) => add(PeerTier::Tier(tier.to_string())),
-        None => ctx.pod_label_tiers(pods).into_iter().for_each(add),
+    match ctx.peer_namespace(namespace_labels) {
+        PeerNamespace::Tier(tier) => add(PeerTier::Tier(tier)),
+        PeerNamespace::Unlabelled => ctx.pod_label_tiers(pods).into_iter().for_each(add),
+        PeerNamespace::UnknownTier | PeerNamespace::Ungoverned => add(PeerTier::Untiered),
     }
 }

@@ -93,9 +93,16 @@ fn sorted(mut keys: Vec<ViolationKey>) -> Vec<ViolationKey> {
 )]
 #[case::labelled_namespace_allowed(ingress("p", data(), json!([in_namespace("shop-backend", json!({}))])), vec![])]
 #[case::unlabelled_namespace_uses_pod_labels(ingress("p", data(), json!([in_namespace("monitoring", json!({"matchLabels": {"tier": "backend"}}))])), vec![])]
-#[case::unknown_namespace_tier_is_unlabelled(
+// DESIGN 3.1: a governed namespace whose tier label names no template tier
+// is treated as unlabelled, and as a peer its pods are untiered, whatever
+// their own labels say.
+#[case::unknown_namespace_tier_peers_are_untiered(
     ingress("p", data(), json!([in_namespace("weird", json!({}))])),
-    vec![ing("p", "data", peer("gateway")), ing("p", "data", peer("frontend")), ing("p", "data", peer("data")), ing("p", "data", PeerTier::Untiered)],
+    vec![ing("p", "data", PeerTier::Untiered)],
+)]
+#[case::unknown_namespace_tier_ignores_pod_tiers(
+    ingress("p", data(), json!([in_namespace("weird", json!({"matchLabels": {"tier": "backend"}}))])),
+    vec![ing("p", "data", PeerTier::Untiered)],
 )]
 #[case::selector_matching_no_namespace(ingress("p", data(), json!([{"namespaceSelector": {"matchLabels": {"team": "nobody"}}}])), vec![])]
 #[case::all_namespaces(
@@ -264,4 +271,24 @@ fn custom_flows_external_and_any() {
             "{p:?}"
         );
     }
+}
+
+#[test]
+fn own_namespace_with_an_unknown_tier_label_has_untiered_peers() {
+    // `weird` is governed and labelled tier=weird: its groups are the
+    // unlabelled ones, and its pods as peers are untiered.
+    let p = policy(
+        "weird",
+        "data-from-backend",
+        json!({"podSelector": data(), "policyTypes": ["Ingress"], "ingress": [{"from": [pods("backend")]}]}),
+    );
+    let got = of_rule(&namespace_violations(&template(), &world(&[p]), "weird"), RuleId::R3);
+    let want = vec![ViolationKey::Template {
+        namespace: "weird".into(),
+        policy: "data-from-backend".into(),
+        direction: Direction::Ingress,
+        tier: "data".into(),
+        peer: PeerTier::Untiered,
+    }];
+    assert_eq!(got, want);
 }
