@@ -1,7 +1,7 @@
 //! Reading a node's view of a cluster from manifest files (for `render`).
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Node;
 use tierguard::manifest::{Manifest, parse_manifests};
@@ -11,29 +11,6 @@ use tierguard::{Cluster, NamespaceInfo, PodInfo, Policy};
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct BadInput(pub String);
-
-fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), BadInput> {
-    let meta = std::fs::metadata(path).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
-    if meta.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| BadInput(format!("{}: {e}", path.display())))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        entries.sort();
-        for entry in entries {
-            let is_manifest = entry
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
-            if entry.is_dir() || is_manifest {
-                collect(&entry, out)?;
-            }
-        }
-    } else {
-        out.push(path.to_path_buf());
-    }
-    Ok(())
-}
 
 /// The `InternalIP` addresses of a Node.
 pub fn node_addresses(node: &Node) -> Vec<IpAddr> {
@@ -47,10 +24,7 @@ pub fn node_addresses(node: &Node) -> Vec<IpAddr> {
 
 /// Reads every manifest under `paths` into a cluster, and the addresses of node `node`.
 pub fn load(paths: &[PathBuf], node: &str) -> Result<(Cluster, Vec<IpAddr>), BadInput> {
-    let mut files = Vec::new();
-    for path in paths {
-        collect(path, &mut files)?;
-    }
+    let files = crate::files::files_under(paths, &["yaml", "yml", "json"]).map_err(BadInput)?;
     let mut cluster = Cluster::new();
     let mut addresses = Vec::new();
     for file in files {

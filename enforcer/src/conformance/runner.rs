@@ -1,6 +1,5 @@
 //! Runs cases on a data plane and reports per case.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use tierguard::Cluster;
@@ -168,30 +167,9 @@ fn check_cell(
 }
 
 /// Case files named by `paths`: files as given, folders' `*.yaml`/`*.yml`
-/// recursively, sorted.
+/// recursively, in name order.
 pub fn case_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    let mut out = BTreeSet::new();
-    for path in paths {
-        collect(path, &mut out)?;
-    }
-    Ok(out.into_iter().collect())
-}
-
-fn collect(path: &Path, out: &mut BTreeSet<PathBuf>) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("{}: {e}", path.display()))?;
-            let p = entry.path();
-            if p.is_dir() || p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                collect(&p, out)?;
-            }
-        }
-    } else {
-        out.insert(path.to_path_buf());
-    }
-    Ok(())
+    crate::files::files_under(paths, &["yaml", "yml"])
 }
 
 /// Reads and validates one case file.

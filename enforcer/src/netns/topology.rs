@@ -8,10 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -19,6 +18,7 @@ use nix::sched::CloneFlags;
 use tierguard::Cluster;
 
 use super::NetnsError;
+use crate::exec::{Executor, HostExecutor};
 
 /// Where `ip netns` keeps its namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
@@ -64,31 +64,14 @@ where
 
 /// Runs a program on the host, feeding `stdin`; `Ok(stdout)` on exit 0.
 pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, NetnsError> {
-    let fail = |code: Option<i32>, stderr: String| NetnsError::Command {
-        command: format!("{program} {}", args.join(" ")),
-        code,
-        stderr: stderr.trim().to_string(),
-    };
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(None, e.to_string()))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // A program that exits early closes its stdin; its status tells why.
-        let _ = pipe.write_all(text.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(|e| fail(None, e.to_string()))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(fail(
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
-    }
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    HostExecutor
+        .run(program, &args, stdin)
+        .map_err(|e| NetnsError::Command {
+            command: format!("{program} {}", args.join(" ")),
+            code: e.code,
+            stderr: e.stderr.trim().to_string(),
+        })
 }
 
 /// `ip -n <netns> -batch -` with one command a line.
