@@ -14,7 +14,7 @@ use clap::Args;
 use ipnet::IpNet;
 
 use crate::apply::backend::Backend;
-use crate::compile::{NodeView, compile};
+use crate::compile::{Family, NodeView, compile_family};
 use crate::load::load;
 use crate::render::{DEFAULT_ALLOW_MARK, RenderOptions, render as render_rules};
 use crate::sync::{HostExecutor, NodeIdentity, SyncOptions, Syncer};
@@ -37,6 +37,29 @@ impl BackendFlag {
             BackendFlag::Auto => None,
             BackendFlag::Legacy => Some(Backend::Legacy),
             BackendFlag::Nft => Some(Backend::Nft),
+        }
+    }
+}
+
+/// Whether to program IPv6 on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ipv6Flag {
+    /// when the kernel has IPv6 (`/proc/net/if_inet6` exists); a kernel
+    /// without it carries no IPv6 traffic to police
+    Auto,
+    /// always (a missing ip6tables is then an error on every sync)
+    On,
+    /// never
+    Off,
+}
+
+impl Ipv6Flag {
+    /// Whether IPv6 rules are programmed on this host.
+    pub fn enabled(self) -> bool {
+        match self {
+            Ipv6Flag::Auto => std::path::Path::new("/proc/net/if_inet6").exists(),
+            Ipv6Flag::On => true,
+            Ipv6Flag::Off => false,
         }
     }
 }
@@ -64,6 +87,9 @@ pub struct CleanupArgs {
     /// iptables backend
     #[arg(long, value_enum, default_value = "auto")]
     pub iptables_backend: BackendFlag,
+    /// program the IPv6 filter table too
+    #[arg(long, value_enum, default_value = "auto")]
+    pub ipv6: Ipv6Flag,
 }
 
 /// `run`
@@ -81,6 +107,9 @@ pub struct RunArgs {
     /// iptables backend
     #[arg(long, value_enum, default_value = "auto")]
     pub iptables_backend: BackendFlag,
+    /// program the IPv6 filter table too
+    #[arg(long, value_enum, default_value = "auto")]
+    pub ipv6: Ipv6Flag,
     /// quiet period after a change before syncing, in milliseconds
     #[arg(long, default_value_t = 200)]
     pub debounce_ms: u64,
@@ -98,7 +127,27 @@ pub struct RunArgs {
     pub cleanup_on_exit: bool,
 }
 
-/// Prints the ipset and iptables-restore scripts for a node.
+/// Whether the cluster, seen from `node`, has anything IPv6: a pod address, a node
+/// address, a pod CIDR or an ipBlock.
+pub fn has_ipv6(cluster: &tierguard::Cluster, node: &NodeView) -> bool {
+    let v6 = |ip: &IpAddr| ip.is_ipv6();
+    cluster.pods().any(|p| p.ips.iter().any(v6))
+        || node.addresses.iter().any(v6)
+        || node.pod_cidrs.iter().any(|n| matches!(n, IpNet::V6(_)))
+        || cluster.policies().any(|p| {
+            tierguard::policy::Direction::BOTH.iter().any(|d| {
+                p.rules(*d).iter().any(|r| {
+                    r.peers
+                        .iter()
+                        .flatten()
+                        .any(|peer| matches!(peer, tierguard::policy::Peer::Block(b) if matches!(b.cidr, IpNet::V6(_))))
+                })
+            })
+        })
+}
+
+/// Prints the ipset and iptables-restore scripts for a node (IPv4), then the
+/// IPv6 ipset and ip6tables-restore scripts when the cluster has anything IPv6.
 pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     let (cluster, addresses) = load(&args.paths, &args.node)?;
     let node = NodeView {
@@ -110,8 +159,12 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
         nflog_group: args.nflog_group,
         allow_mark: DEFAULT_ALLOW_MARK,
     };
-    let rendered = render_rules(&compile(&cluster, &node), &options);
+    let rendered = render_rules(&compile_family(&cluster, &node, Family::V4), &options);
     print!("{}{}", rendered.ipset_script(), rendered.iptables_script());
+    if has_ipv6(&cluster, &node) {
+        let rendered = render_rules(&compile_family(&cluster, &node, Family::V6), &options);
+        print!("{}{}", rendered.ipset_script(), rendered.iptables_script());
+    }
     Ok(())
 }
 
@@ -119,6 +172,7 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
 pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<()> {
     let options = SyncOptions {
         backend: args.iptables_backend.backend(),
+        ipv6: args.ipv6.enabled(),
         ..SyncOptions::default()
     };
     let node = NodeIdentity {
@@ -177,6 +231,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         backend: args.iptables_backend.backend(),
         nflog_group: args.nflog_group,
         pod_cidrs: args.pod_cidrs.clone(),
+        ipv6: args.ipv6.enabled(),
         ..SyncOptions::default()
     };
     let node = NodeIdentity {

@@ -4,13 +4,15 @@
 //! engine's own functions (`Cluster::peer_matches`, `Cluster::isolating`,
 //! `PodInfo::named_port`), so the data plane cannot disagree with the model.
 //!
-//! IPv4 only: IPv6 pod addresses and IPv6 ipBlocks are left out (the
-//! enforcer renders the IPv4 filter table; v6 traffic is not enforced).
+//! One rule set per address family ([`Family`]): the IPv4 rule set holds the
+//! IPv4 pod addresses and IPv4 ipBlocks only, the IPv6 one the IPv6 ones
+//! (rendered for `ip6tables-restore`, sets of `family inet6`). An ipBlock of
+//! one family never matches an address of the other.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use tierguard::Cluster;
 use tierguard::PodInfo;
 use tierguard::engine::Endpoint;
@@ -18,15 +20,57 @@ use tierguard::policy::{Direction, IpBlock, Peer, Policy, PolicyId, PortMatch, P
 
 use crate::naming;
 
-/// One member of a set.
+/// An address family: each has its own rule set, sets and iptables program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// IPv4: `iptables`, `family inet` sets
+    #[default]
+    V4,
+    /// IPv6: `ip6tables`, `family inet6` sets
+    V6,
+}
+
+impl Family {
+    /// Both families, IPv4 first (the order they are applied in).
+    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    /// Whether an address is of this family.
+    pub fn has_addr(self, ip: &IpAddr) -> bool {
+        matches!((self, ip), (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_)))
+    }
+
+    /// Whether a network is of this family.
+    pub fn has_net(self, net: &IpNet) -> bool {
+        matches!((self, net), (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_)))
+    }
+
+    /// The prefix length of one host (`32` / `128`).
+    pub fn host_prefix(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
+/// One member of a set (all members of a set are of the set's family).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SetEntry {
     /// an address (hash:ip)
-    Ip(Ipv4Addr),
+    Ip(IpAddr),
     /// a network (hash:net)
-    Net(Ipv4Net),
+    Net(IpNet),
     /// a hole in a network (hash:net `nomatch`: the more specific entry wins)
-    NoMatch(Ipv4Net),
+    NoMatch(IpNet),
 }
 
 /// The ipset type of a set.
@@ -135,8 +179,8 @@ pub struct LocalPod {
     pub namespace: String,
     /// name
     pub name: String,
-    /// its IPv4 addresses
-    pub ips: Vec<Ipv4Addr>,
+    /// its addresses of the rule set's family
+    pub ips: Vec<IpAddr>,
     /// ingress treatment
     pub ingress: Isolation,
     /// egress treatment
@@ -146,12 +190,14 @@ pub struct LocalPod {
 /// Everything one node needs, before it is spelled as restore text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuleSet {
-    /// the node's own IPv4 addresses (accepted before isolation)
-    pub node_addresses: Vec<Ipv4Addr>,
-    /// local pods with at least one IPv4 address, by namespace/name
+    /// the address family of every address, network and set below
+    pub family: Family,
+    /// the node's own addresses (accepted before isolation)
+    pub node_addresses: Vec<IpAddr>,
+    /// local pods with at least one address of the family, by namespace/name
     pub local_pods: Vec<LocalPod>,
     /// local pod CIDRs (an address there without a pod entry is dropped: fail closed)
-    pub local_cidrs: Vec<Ipv4Net>,
+    pub local_cidrs: Vec<IpNet>,
     /// policy chains, by name
     pub policies: BTreeMap<String, PolicyChain>,
     /// sets, by name
@@ -169,36 +215,36 @@ pub struct NodeView {
     pub pod_cidrs: Vec<IpNet>,
 }
 
-fn v4s(ips: &[IpAddr]) -> impl Iterator<Item = Ipv4Addr> + '_ {
-    ips.iter().filter_map(|ip| match ip {
-        IpAddr::V4(v4) => Some(*v4),
-        IpAddr::V6(_) => None,
-    })
+fn addrs(ips: &[IpAddr], family: Family) -> impl Iterator<Item = IpAddr> + '_ {
+    ips.iter().copied().filter(move |ip| family.has_addr(ip))
 }
 
 /// hash:net rejects /0: split it into two halves.
-fn net_entries(net: Ipv4Net) -> Vec<Ipv4Net> {
+fn net_entries(net: IpNet) -> Vec<IpNet> {
     if net.prefix_len() == 0 {
-        ["0.0.0.0/1", "128.0.0.0/1"]
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect()
+        let halves: [&str; 2] = match net {
+            IpNet::V4(_) => ["0.0.0.0/1", "128.0.0.0/1"],
+            IpNet::V6(_) => ["::/1", "8000::/1"],
+        };
+        halves.iter().filter_map(|s| s.parse().ok()).collect()
     } else {
         vec![net]
     }
 }
 
-fn block_set(block: &IpBlock) -> Option<BTreeSet<SetEntry>> {
-    let IpNet::V4(cidr) = block.cidr else {
+/// The entries of an ipBlock's set, `None` when the block is of the other family.
+fn block_set(block: &IpBlock, family: Family) -> Option<BTreeSet<SetEntry>> {
+    let cidr = block.cidr;
+    if !family.has_net(&cidr) {
         return None;
-    };
+    }
     // ipset stores networks masked, so entries are masked here too: two spellings of
     // one network (Kubernetes accepts host bits, 10.0.0.7/24) are one element, and
     // the same element twice in a set is refused by `ipset restore` (or, under
     // -exist, silently overwritten in script order).
     let mut entries: BTreeSet<SetEntry> = net_entries(cidr.trunc()).into_iter().map(SetEntry::Net).collect();
     for hole in &block.except {
-        if let IpNet::V4(hole) = hole {
+        if family.has_net(hole) {
             let hole = hole.trunc();
             // A hole equal to a network entry (a half of a split /0) replaces it.
             entries.remove(&SetEntry::Net(hole));
@@ -211,7 +257,8 @@ fn block_set(block: &IpBlock) -> Option<BTreeSet<SetEntry>> {
 struct Compiler<'a> {
     cluster: &'a Cluster,
     node: &'a NodeView,
-    /// local pods (with IPv4 addresses), in cluster order
+    family: Family,
+    /// local pods (with addresses of the family), in cluster order
     local: Vec<&'a PodInfo>,
     sets: BTreeMap<String, IpSet>,
 }
@@ -226,7 +273,7 @@ enum Target<'r> {
 
 impl<'a> Compiler<'a> {
     fn add_set(&mut self, key: String, kind: SetKind, entries: BTreeSet<SetEntry>) -> String {
-        let name = naming::set_name(&key);
+        let name = naming::family_set_name(self.family, &key);
         self.sets.insert(
             name.clone(),
             IpSet {
@@ -239,7 +286,8 @@ impl<'a> Compiler<'a> {
     }
 
     fn ip_set(&mut self, key: String, pods: impl Iterator<Item = &'a PodInfo>) -> String {
-        let entries = pods.flat_map(|p| v4s(&p.ips)).map(SetEntry::Ip).collect();
+        let family = self.family;
+        let entries = pods.flat_map(|p| addrs(&p.ips, family)).map(SetEntry::Ip).collect();
         self.add_set(key, SetKind::HashIp, entries)
     }
 
@@ -252,7 +300,7 @@ impl<'a> Compiler<'a> {
             Target::Any => cluster.pods().collect(),
             Target::Block(_, block) => cluster
                 .pods()
-                .filter(|pod| v4s(&pod.ips).any(|ip| block.contains(&IpAddr::V4(ip))))
+                .filter(|pod| addrs(&pod.ips, self.family).any(|ip| block.contains(&ip)))
                 .collect(),
             Target::Pods(peers) => {
                 let mut out = Vec::new();
@@ -314,7 +362,7 @@ impl<'a> Compiler<'a> {
                         PeerMatch::Set(this.ip_set(format!("{base} pods"), pods.into_iter()))
                     }
                     Target::Block(i, block) => {
-                        let entries = block_set(block)?;
+                        let entries = block_set(block, this.family)?;
                         PeerMatch::Set(this.add_set(format!("{base} ipBlock[{i}]"), SetKind::HashNet, entries))
                     }
                 };
@@ -434,15 +482,26 @@ impl<'a> Compiler<'a> {
 /// Whether a pod runs on `node` and has an IPv4 address that is not the node's own
 /// (host-network pods share the node's address and are not subject to NetworkPolicy).
 pub fn is_local(pod: &PodInfo, node: &NodeView) -> bool {
-    pod.node.as_deref() == Some(node.name.as_str()) && v4s(&pod.ips).any(|ip| !node.addresses.contains(&IpAddr::V4(ip)))
+    is_local_in(pod, node, Family::V4)
 }
 
-/// Compiles the rule set of `node`.
+/// [`is_local`] for one address family.
+pub fn is_local_in(pod: &PodInfo, node: &NodeView, family: Family) -> bool {
+    pod.node.as_deref() == Some(node.name.as_str()) && addrs(&pod.ips, family).any(|ip| !node.addresses.contains(&ip))
+}
+
+/// Compiles the IPv4 rule set of `node`.
 pub fn compile(cluster: &Cluster, node: &NodeView) -> RuleSet {
-    let local: Vec<&PodInfo> = cluster.pods().filter(|p| is_local(p, node)).collect();
+    compile_family(cluster, node, Family::V4)
+}
+
+/// Compiles the rule set of `node` for one address family.
+pub fn compile_family(cluster: &Cluster, node: &NodeView, family: Family) -> RuleSet {
+    let local: Vec<&PodInfo> = cluster.pods().filter(|p| is_local_in(p, node, family)).collect();
     let mut compiler = Compiler {
         cluster,
         node,
+        family,
         local: local.clone(),
         sets: BTreeMap::new(),
     };
@@ -477,8 +536,8 @@ pub fn compile(cluster: &Cluster, node: &NodeView) -> RuleSet {
         local_pods.push(LocalPod {
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
-            ips: v4s(&pod.ips)
-                .filter(|ip| !node_addresses.contains(&IpAddr::V4(*ip)))
+            ips: addrs(&pod.ips, family)
+                .filter(|ip| !node_addresses.contains(ip))
                 .collect(),
             ingress,
             egress,
@@ -505,16 +564,10 @@ pub fn compile(cluster: &Cluster, node: &NodeView) -> RuleSet {
         .map(|(n, s)| (n.clone(), s.clone()))
         .collect();
     RuleSet {
-        node_addresses: v4s(&node.addresses).collect(),
+        family,
+        node_addresses: addrs(&node.addresses, family).collect(),
         local_pods,
-        local_cidrs: node
-            .pod_cidrs
-            .iter()
-            .filter_map(|n| match n {
-                IpNet::V4(v4) => Some(*v4),
-                IpNet::V6(_) => None,
-            })
-            .collect(),
+        local_cidrs: node.pod_cidrs.iter().copied().filter(|n| family.has_net(n)).collect(),
         policies,
         sets,
     }

@@ -6,6 +6,8 @@
 use sha2::{Digest, Sha256};
 use tierguard::policy::{Direction, PolicyId};
 
+use crate::compile::Family;
+
 /// Prefix of every chain the enforcer owns.
 pub const CHAIN_PREFIX: &str = "TG-";
 /// Prefix of every set the enforcer owns.
@@ -20,6 +22,11 @@ pub const EGRESS_CHAIN: &str = "TG-EGRESS";
 pub const INGRESS_CHAIN: &str = "TG-INGRESS";
 /// Every local pod address (hash:net, so local pod CIDRs fit too).
 pub const LOCAL_SET: &str = "tg-local";
+/// Every local pod IPv6 address (`family inet6`).
+pub const LOCAL_SET6: &str = "tg-local6";
+/// Prefix of the IPv6 sets (`family inet6`) built from a key: `tg-6-<20 hex>`.
+/// IPv4 sets are `tg-<20 hex>`; hex has no `-`, so the two never collide.
+pub const SET6_PREFIX: &str = "tg-6-";
 /// iptables' limit on a chain name (`XT_EXTENSION_MAXNAMELEN` - 1).
 pub const MAX_CHAIN_LEN: usize = 28;
 /// ipset's limit on a set name (`IPSET_MAXNAMELEN` - 1).
@@ -64,6 +71,36 @@ pub fn set_name(key: &str) -> String {
     format!("{SET_PREFIX}{}", digest(key, 20))
 }
 
+/// A set of `family` named by what it holds: `tg-<20 hex>` (IPv4, as [`set_name`])
+/// or `tg-6-<20 hex>` (IPv6, 25 characters).
+pub fn family_set_name(family: Family, key: &str) -> String {
+    match family {
+        Family::V4 => set_name(key),
+        Family::V6 => format!("{SET6_PREFIX}{}", digest(key, 20)),
+    }
+}
+
+/// The set of every local pod address of `family`.
+pub fn local_set(family: Family) -> &'static str {
+    match family {
+        Family::V4 => LOCAL_SET,
+        Family::V6 => LOCAL_SET6,
+    }
+}
+
+/// The family of one of the enforcer's sets, by its name (scratch names included).
+pub fn set_family(name: &str) -> Family {
+    let rest = name
+        .strip_prefix(TMP_SET_PREFIX)
+        .or_else(|| name.strip_prefix(SET_PREFIX))
+        .unwrap_or(name);
+    if rest.starts_with("6-") || rest == "local6" {
+        Family::V6
+    } else {
+        Family::V4
+    }
+}
+
 /// The scratch name a set is built under before it is swapped in (at most 27 characters).
 pub fn tmp_set(name: &str) -> String {
     format!("{TMP_SET_PREFIX}{}", name.strip_prefix(SET_PREFIX).unwrap_or(name))
@@ -106,6 +143,22 @@ mod tests {
         assert!(s.len() <= MAX_SET_LEN && tmp_set(&s).len() <= MAX_SET_LEN, "{s}");
         assert!(is_owned_set(&s) && is_owned_set(&tmp_set(&s)));
         assert!(!s.starts_with(TMP_SET_PREFIX));
+        let s6 = family_set_name(Family::V6, &format!("{ns}/{long}/ingress/0/peer/3"));
+        assert!(s6.len() <= MAX_SET_LEN && tmp_set(&s6).len() <= MAX_SET_LEN, "{s6}");
+        assert!(is_owned_set(&s6) && is_owned_set(&tmp_set(&s6)) && s6 != s);
+        assert_eq!(family_set_name(Family::V4, "k"), set_name("k"));
+        for (name, family) in [
+            (s.clone(), Family::V4),
+            (tmp_set(&s), Family::V4),
+            (LOCAL_SET.to_string(), Family::V4),
+            (tmp_set(LOCAL_SET), Family::V4),
+            (s6.clone(), Family::V6),
+            (tmp_set(&s6), Family::V6),
+            (LOCAL_SET6.to_string(), Family::V6),
+            (tmp_set(LOCAL_SET6), Family::V6),
+        ] {
+            assert_eq!(set_family(&name), family, "{name}");
+        }
         for fixed in [FORWARD_CHAIN, EGRESS_CHAIN, INGRESS_CHAIN] {
             assert!(fixed.len() <= MAX_CHAIN_LEN && is_owned_chain(fixed));
         }

@@ -22,17 +22,37 @@
 //!
 //! Both sides are checked in sequence, so a pod-to-pod packet between two
 //! local pods passes the source's egress and the destination's ingress.
+//!
+//! Each address family is rendered on its own: the IPv4 rule set for
+//! `iptables-restore` with `family inet` sets, the IPv6 one for
+//! `ip6tables-restore` with `family inet6` sets (`tg-local6`, `tg-6-<hash>`),
+//! the same chain names and layout. An IPv6 rule set without any local
+//! address (no local IPv6 pod, no IPv6 pod CIDR) renders no set and a
+//! TG-FORWARD that only returns (nothing of it is ours), and still the
+//! dispatch chains ending in the fail-closed DROP.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use tierguard::policy::{Direction, Protocol};
 
-use crate::compile::{IpSet, Isolation, LocalPod, Match, PeerMatch, PolicyChain, PortSpec, RuleSet, SetEntry, SetKind};
-use crate::naming::{EGRESS_CHAIN, FORWARD_CHAIN, INGRESS_CHAIN, LOCAL_SET};
+use crate::compile::{
+    Family, IpSet, Isolation, LocalPod, Match, PeerMatch, PolicyChain, PortSpec, RuleSet, SetEntry, SetKind,
+};
+use crate::naming::{EGRESS_CHAIN, FORWARD_CHAIN, INGRESS_CHAIN, local_set};
 
 /// Options every created set gets (room for every pod of a large cluster).
 pub const SET_OPTIONS: &str = "family inet hashsize 1024 maxelem 1048576";
+/// [`SET_OPTIONS`] of the IPv6 sets.
+pub const SET_OPTIONS6: &str = "family inet6 hashsize 1024 maxelem 1048576";
+
+/// The create options of a set of `family`.
+pub fn set_options(family: Family) -> &'static str {
+    match family {
+        Family::V4 => SET_OPTIONS,
+        Family::V6 => SET_OPTIONS6,
+    }
+}
 
 /// The packet-mark bit a policy chain sets when it allows a packet.
 pub const DEFAULT_ALLOW_MARK: u32 = 0x0001_0000;
@@ -67,6 +87,8 @@ pub struct RenderedSet {
 /// Everything a node gets: sets and chains, by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rendered {
+    /// the address family (IPv4: iptables and `family inet`; IPv6: ip6tables and `family inet6`)
+    pub family: Family,
     /// sets
     pub sets: BTreeMap<String, RenderedSet>,
     /// chains: the rule specs that follow `-A <chain> `
@@ -191,7 +213,8 @@ fn pod_chain(
     Some((chain.clone(), rules))
 }
 
-fn dispatch(pods: &[LocalPod], direction: Direction) -> Vec<String> {
+fn dispatch(pods: &[LocalPod], direction: Direction, family: Family) -> Vec<String> {
+    let host = family.host_prefix();
     let flag = match direction {
         Direction::Ingress => "-d",
         Direction::Egress => "-s",
@@ -209,7 +232,7 @@ fn dispatch(pods: &[LocalPod], direction: Direction) -> Vec<String> {
             Isolation::Isolated { chain, .. } => format!("-g {chain}"),
         };
         for ip in &pod.ips {
-            rules.push(format!("{flag} {ip}/32 {target}"));
+            rules.push(format!("{flag} {ip}/{host} {target}"));
         }
     }
     rules.push(format!(
@@ -221,39 +244,60 @@ fn dispatch(pods: &[LocalPod], direction: Direction) -> Vec<String> {
 
 /// Renders a rule set.
 pub fn render(rules: &RuleSet, options: &RenderOptions) -> Rendered {
-    let mut out = Rendered::default();
+    let family = rules.family;
+    let host = family.host_prefix();
+    let local_set = local_set(family);
+    let mut out = Rendered {
+        family,
+        ..Rendered::default()
+    };
+    let nothing_local = rules.local_pods.iter().all(|p| p.ips.is_empty()) && rules.local_cidrs.is_empty();
+    if family == Family::V6 && nothing_local {
+        // No local IPv6 address: no packet is ours, no set is needed (keep it cheap).
+        out.chains.insert(
+            FORWARD_CHAIN.to_string(),
+            vec![format!("{} -j RETURN", comment("no local pod address"))],
+        );
+        out.chains
+            .insert(EGRESS_CHAIN.to_string(), dispatch(&[], Direction::Egress, family));
+        out.chains
+            .insert(INGRESS_CHAIN.to_string(), dispatch(&[], Direction::Ingress, family));
+        return out;
+    }
     let mut local = RenderedSet {
         kind: SetKind::HashNet,
         entries: Vec::new(),
     };
     for pod in &rules.local_pods {
-        local.entries.extend(pod.ips.iter().map(|ip| format!("{ip}/32")));
+        local.entries.extend(pod.ips.iter().map(|ip| format!("{ip}/{host}")));
     }
     local.entries.extend(rules.local_cidrs.iter().map(ToString::to_string));
-    out.sets.insert(LOCAL_SET.to_string(), local);
+    out.sets.insert(local_set.to_string(), local);
     for (name, set) in &rules.sets {
         out.sets.insert(name.clone(), render_set(set));
     }
 
     let mark = options.allow_mark;
     let mut forward = vec![
-        format!("-m set ! --match-set {LOCAL_SET} src -m set ! --match-set {LOCAL_SET} dst -j RETURN"),
+        format!("-m set ! --match-set {local_set} src -m set ! --match-set {local_set} dst -j RETURN"),
         "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_string(),
         "-m conntrack --ctstate INVALID -j DROP".to_string(),
     ];
     for ip in &rules.node_addresses {
-        forward.push(format!("-s {ip}/32 {} -j ACCEPT", comment("from this node")));
+        forward.push(format!("-s {ip}/{host} {} -j ACCEPT", comment("from this node")));
     }
-    forward.push(format!("-m set --match-set {LOCAL_SET} src -j {EGRESS_CHAIN}"));
-    forward.push(format!("-m set --match-set {LOCAL_SET} dst -j {INGRESS_CHAIN}"));
+    forward.push(format!("-m set --match-set {local_set} src -j {EGRESS_CHAIN}"));
+    forward.push(format!("-m set --match-set {local_set} dst -j {INGRESS_CHAIN}"));
     forward.push(format!("-j MARK --set-xmark 0x0/{mark:#x}"));
     forward.push("-j ACCEPT".to_string());
     out.chains.insert(FORWARD_CHAIN.to_string(), forward);
-    out.chains
-        .insert(EGRESS_CHAIN.to_string(), dispatch(&rules.local_pods, Direction::Egress));
+    out.chains.insert(
+        EGRESS_CHAIN.to_string(),
+        dispatch(&rules.local_pods, Direction::Egress, family),
+    );
     out.chains.insert(
         INGRESS_CHAIN.to_string(),
-        dispatch(&rules.local_pods, Direction::Ingress),
+        dispatch(&rules.local_pods, Direction::Ingress, family),
     );
     for pod in &rules.local_pods {
         for (direction, side) in [(Direction::Ingress, &pod.ingress), (Direction::Egress, &pod.egress)] {
@@ -279,7 +323,12 @@ impl Rendered {
     pub fn ipset_script(&self) -> String {
         let mut out = String::new();
         for (name, set) in &self.sets {
-            let _ = writeln!(out, "create {name} {} {SET_OPTIONS} -exist", set.kind.as_str());
+            let _ = writeln!(
+                out,
+                "create {name} {} {} -exist",
+                set.kind.as_str(),
+                set_options(self.family)
+            );
             let _ = writeln!(out, "flush {name}");
             for entry in &set.entries {
                 let _ = writeln!(out, "add {name} {entry}");
@@ -306,5 +355,138 @@ impl Rendered {
         }
         out.push_str("COMMIT\n");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::commands::has_ipv6;
+    use crate::compile::{NodeView, compile_family};
+    use crate::naming::{LOCAL_SET, LOCAL_SET6, is_owned_set, set_family};
+
+    fn view(case: &str) -> (tierguard::Cluster, NodeView) {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(case);
+        let (cluster, addresses) = match crate::load::load(&[dir], "node-a") {
+            Ok(x) => x,
+            Err(e) => panic!("{e}"),
+        };
+        let node = NodeView {
+            name: "node-a".into(),
+            addresses,
+            pod_cidrs: Vec::new(),
+        };
+        (cluster, node)
+    }
+
+    fn rendered(case: &str, family: Family) -> Rendered {
+        let (cluster, node) = view(case);
+        render(&compile_family(&cluster, &node, family), &RenderOptions::default())
+    }
+
+    #[test]
+    fn dual_stack_renders_an_ipv6_rule_set_with_inet6_sets() {
+        let v6 = rendered("dualstack", Family::V6);
+        assert_eq!(v6.family, Family::V6);
+        let sets = v6.ipset_script();
+        // Every set is an IPv6 one, created with family inet6; no IPv4 address leaks in.
+        assert!(!v6.sets.is_empty());
+        for name in v6.sets.keys() {
+            assert!(is_owned_set(name) && set_family(name) == Family::V6, "{name}");
+            assert!(name.len() <= crate::naming::MAX_SET_LEN, "{name}");
+        }
+        for line in sets.lines().filter(|l| l.starts_with("create ")) {
+            assert!(line.contains(" family inet6 "), "{line}");
+        }
+        assert!(!sets.contains("10.0.") && !sets.contains("family inet "), "{sets}");
+        let local = &v6.sets[LOCAL_SET6];
+        assert_eq!(local.entries, ["fd00:0:0:1::3/128", "fd00:0:0:1::2/128"]);
+        // ipBlock with except: hash:net with a nomatch hole; ::/0 split in two halves.
+        let nets: Vec<&RenderedSet> = v6.sets.values().filter(|s| s.kind == SetKind::HashNet).collect();
+        assert!(
+            nets.iter()
+                .any(|s| s.entries == ["fd00:0:0:9::/64", "fd00:0:0:9:1::/80 nomatch"]),
+            "{sets}"
+        );
+        assert!(nets.iter().any(|s| s.entries == ["::/1", "8000::/1"]), "{sets}");
+
+        let rules = v6.iptables_script();
+        assert!(rules.starts_with("*filter\n") && rules.ends_with("COMMIT\n"), "{rules}");
+        let forward = &v6.chains[FORWARD_CHAIN];
+        assert_eq!(
+            forward[0],
+            "-m set ! --match-set tg-local6 src -m set ! --match-set tg-local6 dst -j RETURN"
+        );
+        assert_eq!(forward[1], "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT");
+        assert_eq!(forward[2], "-m conntrack --ctstate INVALID -j DROP");
+        assert!(forward[3].starts_with("-s fd00:0:0:ff::10/128 "), "{rules}");
+        let ingress = &v6.chains[INGRESS_CHAIN];
+        assert!(ingress[0].starts_with("-d fd00:0:0:1::3/128 -g TG-I-"), "{rules}");
+        assert_eq!(ingress[1], "-d fd00:0:0:1::2/128 -j RETURN");
+        assert!(ingress[2].ends_with("-j DROP"), "{rules}");
+        // The IPv4-only pod (and its IPv4-only policy) is not in the IPv6 rule set.
+        assert!(!rules.contains("shop/legacy") && !rules.contains("v4-only"), "{rules}");
+        assert!(!rules.contains("10.0.") && !rules.contains("/32"), "{rules}");
+        // The same policy chains and pod chains as IPv4 for the dual-stack pods.
+        let v4 = rendered("dualstack", Family::V4);
+        for chain in v6.chains.keys() {
+            assert!(v4.chains.contains_key(chain), "{chain}");
+        }
+        assert!(
+            v4.ipset_script()
+                .lines()
+                .all(|l| !l.starts_with("create ") || l.contains("family inet "))
+        );
+        assert!(!v4.iptables_script().contains("fd00:"), "{}", v4.iptables_script());
+        assert!(v4.sets.contains_key(LOCAL_SET) && !v4.sets.contains_key(LOCAL_SET6));
+    }
+
+    #[test]
+    fn an_ipblock_never_matches_the_other_family() {
+        let (cluster, node) = view("dualstack");
+        for family in Family::BOTH {
+            let rules = compile_family(&cluster, &node, family);
+            for set in rules.sets.values() {
+                for entry in &set.entries {
+                    let ok = match entry {
+                        SetEntry::Ip(ip) => family.has_addr(ip),
+                        SetEntry::Net(net) | SetEntry::NoMatch(net) => family.has_net(net),
+                    };
+                    assert!(ok, "{family}: {entry:?} in {}", set.about);
+                }
+            }
+        }
+        // The legacy pod's only policy allows 10.0.0.0/8: in IPv6 the api policy's chain keeps
+        // only its IPv6 block and selector matches.
+        let v6 = rendered("dualstack", Family::V6);
+        let api: Vec<&String> = v6
+            .chains
+            .iter()
+            .filter(|(n, _)| n.ends_with("-I"))
+            .flat_map(|(_, r)| r)
+            .collect();
+        assert_eq!(api.len(), 2, "{api:?}");
+    }
+
+    #[test]
+    fn ipv4_only_cluster_gets_a_cheap_empty_ipv6_rule_set() {
+        let v6 = rendered("basic", Family::V6);
+        assert!(v6.sets.is_empty(), "{:?}", v6.sets);
+        assert_eq!(v6.ipset_script(), "");
+        assert_eq!(
+            v6.chains.keys().map(String::as_str).collect::<Vec<_>>(),
+            [EGRESS_CHAIN, FORWARD_CHAIN, INGRESS_CHAIN]
+        );
+        assert_eq!(v6.chains[FORWARD_CHAIN].len(), 1);
+        assert!(v6.chains[FORWARD_CHAIN][0].ends_with("-j RETURN"));
+        assert!(v6.chains[EGRESS_CHAIN][0].ends_with("-j DROP"));
+        let (cluster, node) = view("basic");
+        assert!(!has_ipv6(&cluster, &node));
+        let (cluster, node) = view("dualstack");
+        assert!(has_ipv6(&cluster, &node));
     }
 }

@@ -1,11 +1,16 @@
-//! The `Syncer`: compile -> render -> apply for one node, incrementally.
+//! The `Syncer`: compile -> render -> apply for one node, incrementally,
+//! for both address families: IPv4 (iptables) first, then IPv6 (ip6tables).
+//! Each family's restore is atomic on its own and keeps its own per-chain
+//! hashes; when the IPv4 apply fails the IPv6 one is not attempted (both stay
+//! at their previous, self-consistent rule sets) and the error says which
+//! family failed.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use crate::apply::{Applier, ApplyError, backend};
-use crate::compile::{NodeView, compile};
+use crate::compile::{Family, NodeView, compile_family};
 use crate::render::{DEFAULT_ALLOW_MARK, RenderOptions, Rendered, render};
 
 pub use crate::apply::backend::Backend;
@@ -31,6 +36,8 @@ pub struct SyncOptions {
     pub pod_cidrs: Vec<IpNet>,
     /// the packet-mark bit policy chains set on allow
     pub allow_mark: u32,
+    /// whether to program the IPv6 filter table too (off only on a kernel without IPv6)
+    pub ipv6: bool,
 }
 
 impl Default for SyncOptions {
@@ -40,13 +47,14 @@ impl Default for SyncOptions {
             nflog_group: None,
             pod_cidrs: Vec::new(),
             allow_mark: DEFAULT_ALLOW_MARK,
+            ipv6: true,
         }
     }
 }
 
-/// What one sync did.
+/// What one sync did in one address family.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SyncReport {
+pub struct FamilyReport {
     /// chains declared and rewritten
     pub chains_written: usize,
     /// stale chains deleted
@@ -61,15 +69,68 @@ pub struct SyncReport {
     pub sets: usize,
 }
 
+/// What one sync did: the top-level counts are the IPv4 family's (as before
+/// IPv6 was enforced), `ipv6` holds the IPv6 family's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// chains declared and rewritten
+    pub chains_written: usize,
+    /// stale chains deleted
+    pub chains_removed: usize,
+    /// sets rebuilt (tmp + swap)
+    pub sets_written: usize,
+    /// stale sets destroyed
+    pub sets_removed: usize,
+    /// rules in force after the sync
+    pub rules: usize,
+    /// sets in force after the sync
+    pub sets: usize,
+    /// the IPv6 family
+    pub ipv6: FamilyReport,
+}
+
+impl SyncReport {
+    /// Rules in force in both families.
+    pub fn total_rules(&self) -> usize {
+        self.rules + self.ipv6.rules
+    }
+
+    /// Sets in force in both families.
+    pub fn total_sets(&self) -> usize {
+        self.sets + self.ipv6.sets
+    }
+}
+
 /// A sync that failed; the previous rule set stays in force.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     /// Neither iptables-legacy nor iptables-nft could be run.
     #[error("no iptables backend found (iptables-legacy-save and iptables-nft-save both failed)")]
     NoBackend,
-    /// Applying failed.
+    /// Applying the IPv4 rule set failed (the IPv6 one was not attempted).
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// Applying the IPv6 rule set failed (the IPv4 one is applied).
+    #[error("IPv6: {0}")]
+    ApplyIpv6(#[source] ApplyError),
+}
+
+impl SyncError {
+    /// The address family whose apply failed, if it was an apply.
+    pub fn family(&self) -> Option<Family> {
+        match self {
+            SyncError::NoBackend => None,
+            SyncError::Apply(_) => Some(Family::V4),
+            SyncError::ApplyIpv6(_) => Some(Family::V6),
+        }
+    }
+
+    fn apply(family: Family, error: ApplyError) -> SyncError {
+        match family {
+            Family::V4 => SyncError::Apply(error),
+            Family::V6 => SyncError::ApplyIpv6(error),
+        }
+    }
 }
 
 /// Keeps one node's TG- chains and tg- sets equal to the cluster's policies.
@@ -77,7 +138,9 @@ pub struct Syncer<E: Executor> {
     node: NodeIdentity,
     executor: E,
     options: SyncOptions,
-    applier: Option<Applier>,
+    backend: Option<Backend>,
+    /// the IPv4 and IPv6 appliers, created (and adopting) on first use
+    appliers: [Option<Applier>; 2],
 }
 
 impl<E: Executor> Syncer<E> {
@@ -88,7 +151,8 @@ impl<E: Executor> Syncer<E> {
             node,
             executor,
             options,
-            applier: None,
+            backend: None,
+            appliers: [None, None],
         }
     }
 
@@ -116,49 +180,64 @@ impl<E: Executor> Syncer<E> {
         }
     }
 
-    /// What this node gets for `cluster` (compile + render, no I/O).
+    /// What this node gets for `cluster` in IPv4 (compile + render, no I/O).
     pub fn render(&self, cluster: &tierguard::Cluster) -> Rendered {
+        self.render_family(cluster, Family::V4)
+    }
+
+    /// What this node gets for `cluster` in one address family (compile + render, no I/O).
+    pub fn render_family(&self, cluster: &tierguard::Cluster, family: Family) -> Rendered {
         let options = RenderOptions {
             nflog_group: self.options.nflog_group,
             allow_mark: self.options.allow_mark,
         };
-        render(&compile(cluster, &self.node_view()), &options)
+        render(&compile_family(cluster, &self.node_view(), family), &options)
     }
 
-    fn backend(&self) -> Result<Backend, SyncError> {
-        match self.options.backend {
-            Some(b) => Ok(b),
-            None => backend::detect(&self.executor).ok_or(SyncError::NoBackend),
+    fn backend(&mut self) -> Result<Backend, SyncError> {
+        if let Some(b) = self.options.backend.or(self.backend) {
+            return Ok(b);
+        }
+        let b = backend::detect(&self.executor).ok_or(SyncError::NoBackend)?;
+        tracing::info!(backend = %b, "iptables backend");
+        self.backend = Some(b);
+        Ok(b)
+    }
+
+    fn slot(family: Family) -> usize {
+        match family {
+            Family::V4 => 0,
+            Family::V6 => 1,
         }
     }
 
-    fn applier(&mut self) -> Result<&mut Applier, SyncError> {
-        if self.applier.is_none() {
+    /// The applier of `family`, adopting what is on the node on first use.
+    fn applier(&mut self, family: Family) -> Result<&mut Applier, SyncError> {
+        let slot = Self::slot(family);
+        if self.appliers[slot].is_none() {
             let backend = self.backend()?;
-            tracing::info!(%backend, "iptables backend");
-            let mut applier = Applier::new(backend);
-            applier.adopt(&self.executor)?;
+            let mut applier = Applier::for_family(backend, family);
+            applier.adopt(&self.executor).map_err(|e| SyncError::apply(family, e))?;
             tracing::info!(
+                %family,
                 chains = applier.state.chains.len(),
                 sets = applier.state.sets.len(),
                 "adopted existing TG- chains and tg- sets"
             );
-            self.applier = Some(applier);
+            self.appliers[slot] = Some(applier);
         }
-        match self.applier.as_mut() {
-            Some(a) => Ok(a),
-            None => Err(SyncError::NoBackend),
-        }
+        self.appliers[slot].as_mut().ok_or(SyncError::NoBackend)
     }
 
-    /// Compiles, renders and applies incrementally; on error the previous rule set stays in force.
-    pub fn sync(&mut self, cluster: &tierguard::Cluster) -> Result<SyncReport, SyncError> {
-        let rendered = self.render(cluster);
-        self.applier()?;
-        let Syncer { executor, applier, .. } = self;
-        let applier = applier.as_mut().ok_or(SyncError::NoBackend)?;
-        let report = applier.apply(executor, &rendered)?;
-        Ok(SyncReport {
+    fn sync_family(&mut self, cluster: &tierguard::Cluster, family: Family) -> Result<FamilyReport, SyncError> {
+        let rendered = self.render_family(cluster, family);
+        self.applier(family)?;
+        let Syncer { executor, appliers, .. } = self;
+        let applier = appliers[Self::slot(family)].as_mut().ok_or(SyncError::NoBackend)?;
+        let report = applier
+            .apply(executor, &rendered)
+            .map_err(|e| SyncError::apply(family, e))?;
+        Ok(FamilyReport {
             chains_written: report.chains_written,
             chains_removed: report.chains_removed,
             sets_written: report.sets_written,
@@ -168,25 +247,135 @@ impl<E: Executor> Syncer<E> {
         })
     }
 
+    /// Compiles, renders and applies incrementally, IPv4 then IPv6; on error the
+    /// failing family's previous rule set stays in force (and IPv6 is not
+    /// attempted after an IPv4 failure).
+    pub fn sync(&mut self, cluster: &tierguard::Cluster) -> Result<SyncReport, SyncError> {
+        let v4 = self.sync_family(cluster, Family::V4)?;
+        let ipv6 = if self.options.ipv6 {
+            self.sync_family(cluster, Family::V6)?
+        } else {
+            FamilyReport::default()
+        };
+        Ok(SyncReport {
+            chains_written: v4.chains_written,
+            chains_removed: v4.chains_removed,
+            sets_written: v4.sets_written,
+            sets_removed: v4.sets_removed,
+            rules: v4.rules,
+            sets: v4.sets,
+            ipv6,
+        })
+    }
+
     /// A full resync: rewrites every chain and set, repairing drift (a flushed chain, a
     /// deleted FORWARD jump, an emptied set).
     pub fn resync(&mut self, cluster: &tierguard::Cluster) -> Result<SyncReport, SyncError> {
-        if let Some(applier) = self.applier.as_mut() {
+        for applier in self.appliers.iter_mut().flatten() {
             applier.invalidate();
         }
         self.sync(cluster)
     }
 
-    /// Removes every TG- chain (and the FORWARD jump) and every tg- set.
+    /// Removes every TG- chain (and the FORWARD jump) and every tg- set, of both
+    /// families (IPv4 first; each family's chains go in one restore, then its sets).
     pub fn cleanup(&mut self) -> Result<(), SyncError> {
-        let backend = match &self.applier {
-            Some(a) => a.backend(),
-            None => self.backend()?,
+        let backend = self.backend()?;
+        let families: &[Family] = if self.options.ipv6 {
+            &Family::BOTH
+        } else {
+            &[Family::V4]
         };
-        let mut applier = Applier::new(backend);
-        let report = applier.cleanup(&self.executor)?;
-        tracing::info!(chains = report.chains_removed, sets = report.sets_removed, "cleaned up");
-        self.applier = None;
+        for &family in families {
+            let mut applier = Applier::for_family(backend, family);
+            let report = applier
+                .cleanup(&self.executor)
+                .map_err(|e| SyncError::apply(family, e))?;
+            tracing::info!(%family, chains = report.chains_removed, sets = report.sets_removed, "cleaned up");
+            self.appliers[Self::slot(family)] = None;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Fails the restore of one program; records every program run.
+    struct Fake {
+        fail: &'static str,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Executor for Fake {
+        fn run(&self, program: &str, args: &[String], _stdin: Option<&str>) -> Result<String, ExecError> {
+            if let Ok(mut c) = self.calls.lock() {
+                c.push(program.to_string());
+            }
+            if program == self.fail {
+                return Err(ExecError {
+                    program: program.into(),
+                    args: args.to_vec(),
+                    code: Some(2),
+                    stderr: "line 2 failed".into(),
+                });
+            }
+            Ok(String::new())
+        }
+    }
+
+    fn syncer(fail: &'static str) -> Syncer<Fake> {
+        let node = NodeIdentity {
+            name: "n".into(),
+            addresses: Vec::new(),
+        };
+        let options = SyncOptions {
+            backend: Some(Backend::Nft),
+            ..SyncOptions::default()
+        };
+        let fake = Fake {
+            fail,
+            calls: Mutex::new(Vec::new()),
+        };
+        Syncer::new(node, fake, options)
+    }
+
+    #[test]
+    fn a_failed_family_is_named_and_ipv6_waits_for_ipv4() {
+        let cluster = tierguard::Cluster::new();
+        let mut s = syncer("ip6tables-nft-restore");
+        let err = s.sync(&cluster).err();
+        assert_eq!(err.as_ref().and_then(SyncError::family), Some(Family::V6), "{err:?}");
+        let message = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.starts_with("IPv6: ip6tables-nft-restore failed at line 2"),
+            "{message}"
+        );
+
+        let mut s = syncer("iptables-nft-restore");
+        let err = s.sync(&cluster).err();
+        assert_eq!(err.as_ref().and_then(SyncError::family), Some(Family::V4), "{err:?}");
+        let calls = s.executor().calls.lock().map(|c| c.clone()).unwrap_or_default();
+        assert_eq!(
+            calls.last().map(String::as_str),
+            Some("iptables-nft-restore"),
+            "{calls:?}"
+        );
+        assert!(!calls.iter().any(|c| c.starts_with("ip6tables")), "{calls:?}");
+    }
+
+    #[test]
+    fn ipv6_off_runs_no_ipv6_program() {
+        let mut s = syncer("never");
+        s.options.ipv6 = false;
+        let report = s.sync(&tierguard::Cluster::new());
+        assert!(report.is_ok(), "{report:?}");
+        s.cleanup().expect("cleanup");
+        let calls = s.executor.calls.lock().map(|c| c.clone()).unwrap_or_default();
+        assert!(!calls.is_empty());
+        assert!(calls.iter().all(|p| !p.starts_with("ip6tables")), "{calls:?}");
     }
 }

@@ -76,7 +76,8 @@ fn sets_before_rules_then_jump_and_only_changes_afterwards() {
     let report = syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
     let calls = fake.take();
     let programs: Vec<&str> = calls.iter().map(|c| c.0.as_str()).collect();
-    // adopt (save, list), sets, rules, jump check
+    // IPv4: adopt (save, list), sets, rules, jump check; then IPv6 (the fixture has no IPv6
+    // address, so no set): adopt (save, list), rules, jump check.
     assert_eq!(
         programs,
         [
@@ -84,7 +85,11 @@ fn sets_before_rules_then_jump_and_only_changes_afterwards() {
             "ipset",
             "ipset",
             "iptables-nft-restore",
-            "iptables-nft"
+            "iptables-nft",
+            "ip6tables-nft-save",
+            "ipset",
+            "ip6tables-nft-restore",
+            "ip6tables-nft"
         ],
         "{calls:?}"
     );
@@ -97,12 +102,18 @@ fn sets_before_rules_then_jump_and_only_changes_afterwards() {
     assert_eq!(calls[3].1, ["--noflush", "-w"]);
     assert_eq!(report.chains_written, 12);
     assert_eq!(report.sets_written, report.sets);
+    let v6 = calls[7].2.clone().unwrap_or_default();
+    assert_eq!((report.ipv6.chains_written, report.ipv6.sets), (3, 0), "{v6}");
+    assert!(
+        v6.contains("-A TG-FORWARD ") && v6.contains(":TG-INGRESS - [0:0]"),
+        "{v6}"
+    );
 
     // No change: no restore at all.
     let report = syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((report.chains_written, report.sets_written), (0, 0));
     let programs: Vec<String> = fake.take().into_iter().map(|c| c.0).collect();
-    assert_eq!(programs, ["iptables-nft"]);
+    assert_eq!(programs, ["iptables-nft", "ip6tables-nft"]);
 
     // A policy goes: its chains are deleted in the same restore that rewrites their users,
     // and its sets are destroyed after that restore.

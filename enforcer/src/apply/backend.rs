@@ -1,7 +1,9 @@
 //! Which iptables backend (nft or legacy) the node uses, decided as kubelet's
 //! iptables-wrapper does: the backend that already holds more rules wins; on a
-//! tie, the `iptables --version` marker.
+//! tie, the `iptables --version` marker. Rules of both families count
+//! (`iptables-*-save` and `ip6tables-*-save`), and one backend serves both.
 
+use crate::compile::Family;
 use crate::exec::Executor;
 
 /// An iptables backend.
@@ -19,6 +21,17 @@ impl Backend {
         match self {
             Backend::Legacy => format!("iptables-legacy{tool}"),
             Backend::Nft => format!("iptables-nft{tool}"),
+        }
+    }
+
+    /// The program for `tool` of `family` (`ip6tables-nft-restore`, ...).
+    pub fn program_for(self, family: Family, tool: &str) -> String {
+        match family {
+            Family::V4 => self.program(tool),
+            Family::V6 => match self {
+                Backend::Legacy => format!("ip6tables-legacy{tool}"),
+                Backend::Nft => format!("ip6tables-nft{tool}"),
+            },
         }
     }
 }
@@ -63,8 +76,15 @@ pub fn choose(legacy_save: Option<&str>, nft_save: Option<&str>, version: Option
 
 /// Runs the probes through `executor` and chooses.
 pub fn detect(executor: &dyn Executor) -> Option<Backend> {
-    let legacy = executor.run("iptables-legacy-save", &[], None).ok();
-    let nft = executor.run("iptables-nft-save", &[], None).ok();
+    // A backend is usable when its IPv4 save runs; its IPv6 rules count too when they can be read.
+    let both = |v4: &str, v6: &str| {
+        executor
+            .run(v4, &[], None)
+            .ok()
+            .map(|save| save + &executor.run(v6, &[], None).unwrap_or_default())
+    };
+    let legacy = both("iptables-legacy-save", "ip6tables-legacy-save");
+    let nft = both("iptables-nft-save", "ip6tables-nft-save");
     let version = executor.run("iptables", &["--version".to_string()], None).ok();
     choose(legacy.as_deref(), nft.as_deref(), version.as_deref())
 }
@@ -102,5 +122,19 @@ mod tests {
         for (legacy, nft, version, want) in cases {
             assert_eq!(choose(*legacy, *nft, *version), *want, "{legacy:?} {nft:?} {version:?}");
         }
+    }
+
+    #[test]
+    fn programs_per_family() {
+        assert_eq!(Backend::Nft.program_for(Family::V4, "-restore"), "iptables-nft-restore");
+        assert_eq!(
+            Backend::Nft.program_for(Family::V6, "-restore"),
+            "ip6tables-nft-restore"
+        );
+        assert_eq!(
+            Backend::Legacy.program_for(Family::V6, "-save"),
+            "ip6tables-legacy-save"
+        );
+        assert_eq!(Backend::Legacy.program_for(Family::V6, ""), "ip6tables-legacy");
     }
 }

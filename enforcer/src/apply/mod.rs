@@ -10,6 +10,11 @@
 //! scratch name and swapped in. Chains and sets found on the node at start
 //! (a restart) are adopted with an unknown hash: they stay in force until
 //! the first sync rewrites them atomically.
+//!
+//! An applier serves one address family: IPv4 (`iptables-*`, the `tg-`
+//! sets of `family inet`) or IPv6 (`ip6tables-*`, `tg-local6` and `tg-6-`
+//! sets of `family inet6`); the two keep separate hashes and never touch
+//! each other's chains or sets.
 
 pub mod backend;
 
@@ -18,9 +23,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::hash::{Hash, Hasher};
 
+use crate::compile::Family;
 use crate::exec::{ExecError, Executor};
 use crate::naming;
-use crate::render::{Rendered, RenderedSet, SET_OPTIONS, forward_jump};
+use crate::render::{Rendered, RenderedSet, forward_jump, set_options};
 use backend::Backend;
 
 /// A failed step of an apply.
@@ -107,15 +113,16 @@ pub struct AppliedState {
     pub sets: BTreeMap<String, Option<u64>>,
 }
 
-fn set_script(out: &mut String, name: &str, set: &RenderedSet) {
+fn set_script(out: &mut String, name: &str, set: &RenderedSet, family: Family) {
     let tmp = naming::tmp_set(name);
     let kind = set.kind.as_str();
-    let _ = writeln!(out, "create {tmp} {kind} {SET_OPTIONS} -exist");
+    let options = set_options(family);
+    let _ = writeln!(out, "create {tmp} {kind} {options} -exist");
     let _ = writeln!(out, "flush {tmp}");
     for entry in &set.entries {
         let _ = writeln!(out, "add {tmp} {entry}");
     }
-    let _ = writeln!(out, "create {name} {kind} {SET_OPTIONS} -exist");
+    let _ = writeln!(out, "create {name} {kind} {options} -exist");
     let _ = writeln!(out, "swap {tmp} {name}");
     let _ = writeln!(out, "destroy {tmp}");
 }
@@ -126,7 +133,7 @@ impl AppliedState {
         let mut plan = Plan::default();
         for (name, set) in &desired.sets {
             if self.sets.get(name).copied().flatten() != Some(hash_of(set)) {
-                set_script(&mut plan.set_script, name, set);
+                set_script(&mut plan.set_script, name, set, desired.family);
                 plan.sets_written.push(name.clone());
             }
         }
@@ -213,6 +220,7 @@ pub fn parse_save(save: &str) -> SavedFilter {
 #[derive(Debug)]
 pub struct Applier {
     backend: Backend,
+    family: Family,
     /// what is in force
     pub state: AppliedState,
 }
@@ -235,11 +243,33 @@ fn args(list: &[&str]) -> Vec<String> {
 }
 
 impl Applier {
-    /// An applier that believes nothing is applied.
+    /// An IPv4 applier that believes nothing is applied.
     pub fn new(backend: Backend) -> Applier {
+        Applier::for_family(backend, Family::V4)
+    }
+
+    /// An applier of `family` that believes nothing is applied.
+    pub fn for_family(backend: Backend, family: Family) -> Applier {
         Applier {
             backend,
+            family,
             state: AppliedState::default(),
+        }
+    }
+
+    /// The address family it applies.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    fn program(&self, tool: &str) -> String {
+        self.backend.program_for(self.family, tool)
+    }
+
+    fn set_tool(&self) -> &'static str {
+        match self.family {
+            Family::V4 => "ipset restore",
+            Family::V6 => "ipset restore (inet6)",
         }
     }
 
@@ -249,16 +279,17 @@ impl Applier {
     }
 
     fn save(&self, executor: &dyn Executor) -> Result<SavedFilter, ApplyError> {
-        let save = executor.run(&self.backend.program("-save"), &args(&["-t", "filter"]), None)?;
+        let save = executor.run(&self.program("-save"), &args(&["-t", "filter"]), None)?;
         Ok(parse_save(&save))
     }
 
-    fn list_sets(executor: &dyn Executor) -> Result<Vec<String>, ApplyError> {
+    /// The enforcer's sets of this applier's family on the node.
+    fn list_sets(&self, executor: &dyn Executor) -> Result<Vec<String>, ApplyError> {
         let list = executor.run("ipset", &args(&["list", "-n"]), None)?;
         Ok(list
             .lines()
             .map(str::trim)
-            .filter(|n| naming::is_owned_set(n))
+            .filter(|n| naming::is_owned_set(n) && naming::set_family(n) == self.family)
             .map(str::to_string)
             .collect())
     }
@@ -270,7 +301,7 @@ impl Applier {
         let saved = self.save(executor)?;
         self.state.chains = saved.chains.into_iter().map(|c| (c, None)).collect();
         self.state.sets.clear();
-        for name in Self::list_sets(executor)? {
+        for name in self.list_sets(executor)? {
             if name.starts_with(naming::TMP_SET_PREFIX) {
                 if let Err(e) = executor.run("ipset", &args(&["destroy", &name]), None) {
                     tracing::warn!(set = %name, error = %e, "could not destroy a leftover scratch set");
@@ -298,7 +329,7 @@ impl Applier {
                 for name in &plan.sets_written {
                     self.state.sets.insert(name.clone(), None);
                 }
-                return Err(restore_error("ipset restore", &plan.set_script, err));
+                return Err(restore_error(self.set_tool(), &plan.set_script, err));
             }
             for name in &plan.sets_written {
                 let hash = desired.sets.get(name).map(hash_of);
@@ -306,7 +337,7 @@ impl Applier {
             }
         }
         if !plan.rule_script.is_empty() {
-            let tool = self.backend.program("-restore");
+            let tool = self.program("-restore");
             executor
                 .run(&tool, &args(&["--noflush", "-w"]), Some(&plan.rule_script))
                 .map_err(|e| restore_error(&tool, &plan.rule_script, e))?;
@@ -340,7 +371,7 @@ impl Applier {
 
     /// Inserts `FORWARD -j TG-FORWARD` at the top unless it is there.
     fn ensure_jump(&self, executor: &dyn Executor) -> Result<(), ApplyError> {
-        let program = self.backend.program("");
+        let program = self.program("");
         let mut check = args(&["-w", "-C", "FORWARD"]);
         check.extend(forward_jump());
         if executor.run(&program, &check, None).is_ok() {
@@ -352,7 +383,7 @@ impl Applier {
         Ok(())
     }
 
-    /// Removes the jumps into TG- chains, every TG- chain and every tg- set.
+    /// Removes the jumps into TG- chains, every TG- chain and every tg- set of its family.
     pub fn cleanup(&mut self, executor: &dyn Executor) -> Result<ApplyReport, ApplyError> {
         let saved = self.save(executor)?;
         let mut report = ApplyReport::default();
@@ -368,14 +399,14 @@ impl Applier {
                 let _ = writeln!(script, "-X {chain}");
             }
             script.push_str("COMMIT\n");
-            let tool = self.backend.program("-restore");
+            let tool = self.program("-restore");
             executor
                 .run(&tool, &args(&["--noflush", "-w"]), Some(&script))
                 .map_err(|e| restore_error(&tool, &script, e))?;
             report.chains_removed = saved.chains.len();
         }
         self.state.chains.clear();
-        for name in Self::list_sets(executor)? {
+        for name in self.list_sets(executor)? {
             executor.run("ipset", &args(&["destroy", &name]), None)?;
             report.sets_removed += 1;
         }

@@ -144,8 +144,10 @@ fn record<E: Executor>(syncer: &mut Syncer<E>, cluster: &Cluster, full: bool, me
     match result {
         Ok(report) => {
             metrics.syncs.inc();
-            metrics.rules.set(i64::try_from(report.rules).unwrap_or(i64::MAX));
-            metrics.sets.set(i64::try_from(report.sets).unwrap_or(i64::MAX));
+            metrics
+                .rules
+                .set(i64::try_from(report.total_rules()).unwrap_or(i64::MAX));
+            metrics.sets.set(i64::try_from(report.total_sets()).unwrap_or(i64::MAX));
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
             metrics.last_success.set(now.as_secs_f64());
             tracing::info!(
