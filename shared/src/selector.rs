@@ -449,6 +449,9 @@ fn parse_requirement(
 impl fmt::Display for Selector {
     /// Kubernetes' selector string syntax: `tier=data,app notin (web)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.is_satisfiable() {
+            return f.write_str("(selects nothing)");
+        }
         let mut parts = Vec::new();
         for (k, c) in &self.keys {
             let join = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(",");

@@ -199,4 +199,5 @@ fn display_is_kubernetes_syntax() {
     sel.constrain("app", Operator::NotIn, &["web".into()]);
     assert_eq!(sel.to_string(), "app notin (web),tier=data");
     assert_eq!(Selector::everything().to_string(), "{}");
+    assert_eq!(Selector::nothing().to_string(), "(selects nothing)");
 }
