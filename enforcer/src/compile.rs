@@ -1,22 +1,27 @@
 //! Compilation: the cluster, seen from one node, into abstract rule sets
 //! (which local pods are isolated by which policies, and what each policy's
-//! rules match, as address sets and ports). Peer and port matching call the
-//! engine's own functions (`Cluster::peer_matches`, `Cluster::isolating`,
-//! `PodInfo::named_port`), so the data plane cannot disagree with the model.
+//! rules match, as address sets and ports). Peer and port matching use the
+//! engine's own pieces (`Cluster::isolating`, `Cluster::scope_includes` and
+//! the peer's `Selector::matches`, which is what `Cluster::peer_matches` does
+//! for a pod; `IpBlock::contains`; `PodInfo::named_port`), memoised per
+//! distinct peer within one compile, so the data plane cannot disagree with
+//! the model (the differential tests check it packet by packet).
 //!
 //! One rule set per address family ([`Family`]): the IPv4 rule set holds the
 //! IPv4 pod addresses and IPv4 ipBlocks only, the IPv6 one the IPv6 ones
 //! (rendered for `ip6tables-restore`, sets of `family inet6`). An ipBlock of
 //! one family never matches an address of the other.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::ops::Range;
+use std::rc::Rc;
 
 use ipnet::IpNet;
 use tierguard::Cluster;
 use tierguard::PodInfo;
-use tierguard::engine::Endpoint;
-use tierguard::policy::{Direction, IpBlock, Peer, Policy, PolicyId, PortMatch, Protocol, Rule};
+use tierguard::labels::Labels;
+use tierguard::policy::{Direction, IpBlock, NamespaceScope, Peer, Policy, PolicyId, PortMatch, Protocol, Rule};
 
 use crate::naming;
 
@@ -261,6 +266,22 @@ struct Compiler<'a> {
     /// local pods (with addresses of the family), in cluster order
     local: Vec<&'a PodInfo>,
     sets: BTreeMap<String, IpSet>,
+    /// every pod of the cluster, in cluster order (namespace, then name)
+    all: Vec<&'a PodInfo>,
+    /// per pod of `all`: its label class (pods with equal labels share one, so a
+    /// selector is evaluated once per class)
+    class: Vec<usize>,
+    /// the labels of each class
+    class_labels: Vec<&'a Labels>,
+    /// the pod namespaces, in cluster order, with their pods' range in `all`
+    namespaces: Vec<(&'a str, Range<usize>)>,
+    /// memo: the namespaces (indices into `namespaces`) a scope includes, by
+    /// (policy namespace for `Own`, "" for `Matching`; scope)
+    scopes: HashMap<(&'a str, &'a NamespaceScope), Rc<Vec<usize>>>,
+    /// memo: the pods (indices into `all`, ascending) a target covers
+    targets: HashMap<TargetKey<'a>, Rc<Vec<usize>>>,
+    /// memo: the hash:ip entries of a target's pods
+    entries: HashMap<TargetKey<'a>, BTreeSet<SetEntry>>,
 }
 
 /// One peer of a rule, before ports are applied.
@@ -269,6 +290,23 @@ enum Target<'r> {
     /// the union of the rule's selector peers
     Pods(Vec<&'r Peer>),
     Block(usize, &'r IpBlock),
+}
+
+/// What the pods a target covers depend on (besides the cluster): a selector peer
+/// depends on the policy's namespace only when its scope is the policy's own namespace.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum TargetKey<'a> {
+    Any,
+    Pods(Vec<(&'a str, &'a Peer)>),
+    Block(&'a IpBlock),
+}
+
+/// The policy namespace a scope's decisions depend on ("" when none).
+fn scope_key<'a>(scope: &NamespaceScope, policy_namespace: &'a str) -> &'a str {
+    match scope {
+        NamespaceScope::Own => policy_namespace,
+        NamespaceScope::Matching(_) => "",
+    }
 }
 
 impl<'a> Compiler<'a> {
@@ -291,47 +329,118 @@ impl<'a> Compiler<'a> {
         self.add_set(key, SetKind::HashIp, entries)
     }
 
-    /// Pods of the cluster a target matches (as a peer of a policy in `namespace`).
-    /// Selector peers look at the namespaces their scope includes only; the
-    /// decision per pod is the engine's (`scope_includes` + selector, as in `peer_matches`).
-    fn pods_of(&self, target: &Target<'_>, namespace: &str) -> Vec<&'a PodInfo> {
-        let cluster = self.cluster;
+    fn target_key(target: &Target<'a>, namespace: &'a str) -> TargetKey<'a> {
         match target {
-            Target::Any => cluster.pods().collect(),
-            Target::Block(_, block) => cluster
-                .pods()
-                .filter(|pod| addrs(&pod.ips, self.family).any(|ip| block.contains(&ip)))
-                .collect(),
-            Target::Pods(peers) => {
-                let mut out = Vec::new();
-                for pod_namespace in cluster.pod_namespaces() {
-                    let in_scope: Vec<&Peer> = peers
-                        .iter()
-                        .copied()
-                        .filter(|peer| match peer {
-                            Peer::Pods { namespaces, .. } => {
-                                cluster.scope_includes(namespaces, namespace, pod_namespace)
-                            }
-                            Peer::Block(_) => false,
-                        })
-                        .collect();
-                    if in_scope.is_empty() {
-                        continue;
-                    }
-                    out.extend(cluster.pods_in(pod_namespace).filter(|pod| {
-                        in_scope
-                            .iter()
-                            .any(|peer| cluster.peer_matches(peer, namespace, Endpoint::Pod(pod)))
-                    }));
-                }
-                out
-            }
+            Target::Any => TargetKey::Any,
+            Target::Block(_, block) => TargetKey::Block(block),
+            Target::Pods(peers) => TargetKey::Pods(
+                peers
+                    .iter()
+                    .map(|peer| match peer {
+                        Peer::Pods { namespaces, .. } => (scope_key(namespaces, namespace), *peer),
+                        Peer::Block(_) => ("", *peer),
+                    })
+                    .collect(),
+            ),
         }
     }
 
-    fn rule_matches(&mut self, policy: &Policy, direction: Direction, index: usize, rule: &Rule) -> Vec<Match> {
+    /// The namespaces (indices into `self.namespaces`) a scope of a peer of a policy in
+    /// `namespace` includes: the engine's `scope_includes`, once per namespace.
+    fn scope_namespaces(&mut self, scope: &'a NamespaceScope, namespace: &'a str) -> Rc<Vec<usize>> {
+        let key = (scope_key(scope, namespace), scope);
+        if let Some(found) = self.scopes.get(&key) {
+            return Rc::clone(found);
+        }
+        let cluster = self.cluster;
+        let found: Rc<Vec<usize>> = Rc::new(
+            self.namespaces
+                .iter()
+                .enumerate()
+                .filter(|(_, (pod_namespace, _))| cluster.scope_includes(scope, namespace, pod_namespace))
+                .map(|(i, _)| i)
+                .collect(),
+        );
+        self.scopes.insert(key, Rc::clone(&found));
+        found
+    }
+
+    /// Pods of the cluster a target matches (as a peer of a policy in `namespace`), as
+    /// indices into `self.all`, ascending (cluster order). Selector peers look at the
+    /// namespaces their scope includes only; the decision per pod is the engine's
+    /// (`scope_includes` + selector, as in `peer_matches`). Memoised per target key.
+    fn pods_of(&mut self, target: &Target<'a>, namespace: &'a str) -> Rc<Vec<usize>> {
+        let key = Self::target_key(target, namespace);
+        if let Some(found) = self.targets.get(&key) {
+            return Rc::clone(found);
+        }
+        let family = self.family;
+        let found: Vec<usize> = match target {
+            Target::Any => (0..self.all.len()).collect(),
+            Target::Block(_, block) => self
+                .all
+                .iter()
+                .enumerate()
+                .filter(|(_, pod)| addrs(&pod.ips, family).any(|ip| block.contains(&ip)))
+                .map(|(i, _)| i)
+                .collect(),
+            Target::Pods(peers) => {
+                let mut covered = vec![false; self.all.len()];
+                for peer in peers {
+                    let Peer::Pods { namespaces, pods } = peer else {
+                        continue;
+                    };
+                    let mut verdicts: Vec<Option<bool>> = vec![None; self.class_labels.len()];
+                    for ns in self.scope_namespaces(namespaces, namespace).iter() {
+                        let range = self.namespaces[*ns].1.clone();
+                        for i in range {
+                            if covered[i] {
+                                continue;
+                            }
+                            let class = self.class[i];
+                            let labels = self.class_labels[class];
+                            if *verdicts[class].get_or_insert_with(|| pods.matches(labels)) {
+                                covered[i] = true;
+                            }
+                        }
+                    }
+                }
+                covered
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c)
+                    .map(|(i, _)| i)
+                    .collect()
+            }
+        };
+        let found = Rc::new(found);
+        self.targets.insert(key, Rc::clone(&found));
+        found
+    }
+
+    /// The hash:ip set of the pods a target covers (entries memoised per target key).
+    fn target_set(&mut self, key: String, target: &Target<'a>, namespace: &'a str) -> String {
+        let memo = Self::target_key(target, namespace);
+        let entries = match self.entries.get(&memo) {
+            Some(entries) => entries.clone(),
+            None => {
+                let family = self.family;
+                let pods = self.pods_of(target, namespace);
+                let entries: BTreeSet<SetEntry> = pods
+                    .iter()
+                    .flat_map(|i| addrs(&self.all[*i].ips, family))
+                    .map(SetEntry::Ip)
+                    .collect();
+                self.entries.insert(memo, entries.clone());
+                entries
+            }
+        };
+        self.add_set(key, SetKind::HashIp, entries)
+    }
+
+    fn rule_matches(&mut self, policy: &'a Policy, direction: Direction, index: usize, rule: &'a Rule) -> Vec<Match> {
         let base = format!("{}/{} {direction}[{index}]", policy.id.namespace, policy.id.name);
-        let targets: Vec<Target<'_>> = match &rule.peers {
+        let targets: Vec<Target<'a>> = match &rule.peers {
             None => vec![Target::Any],
             Some(peers) => {
                 let pods: Vec<&Peer> = peers.iter().filter(|p| matches!(p, Peer::Pods { .. })).collect();
@@ -358,8 +467,7 @@ impl<'a> Compiler<'a> {
                 let m = match target {
                     Target::Any => PeerMatch::Any,
                     Target::Pods(_) => {
-                        let pods = this.pods_of(target, &policy.id.namespace);
-                        PeerMatch::Set(this.ip_set(format!("{base} pods"), pods.into_iter()))
+                        PeerMatch::Set(this.target_set(format!("{base} pods"), target, &policy.id.namespace))
                     }
                     Target::Block(i, block) => {
                         let entries = block_set(block, this.family)?;
@@ -433,7 +541,9 @@ impl<'a> Compiler<'a> {
                             // Resolved on each destination pod the peer covers.
                             Direction::Egress => {
                                 let mut groups: BTreeMap<u16, Vec<&'a PodInfo>> = BTreeMap::new();
-                                for pod in self.pods_of(target, &policy.id.namespace) {
+                                let covered = self.pods_of(target, &policy.id.namespace);
+                                for i in covered.iter() {
+                                    let pod = self.all[*i];
                                     if let Some(n) = pod.named_port(name, protocol) {
                                         groups.entry(n).or_default().push(pod);
                                     }
@@ -465,7 +575,7 @@ impl<'a> Compiler<'a> {
         out
     }
 
-    fn policy_chain(&mut self, policy: &Policy, direction: Direction) -> PolicyChain {
+    fn policy_chain(&mut self, policy: &'a Policy, direction: Direction) -> PolicyChain {
         let mut matches = Vec::new();
         for (index, rule) in policy.rules(direction).iter().enumerate() {
             matches.extend(self.rule_matches(policy, direction, index, rule));
@@ -504,7 +614,29 @@ pub fn compile_family(cluster: &Cluster, node: &NodeView, family: Family) -> Rul
         family,
         local: local.clone(),
         sets: BTreeMap::new(),
+        all: cluster.pods().collect(),
+        class: Vec::new(),
+        class_labels: Vec::new(),
+        namespaces: Vec::new(),
+        scopes: HashMap::new(),
+        targets: HashMap::new(),
+        entries: HashMap::new(),
     };
+    let mut classes: HashMap<&Labels, usize> = HashMap::new();
+    for pod in &compiler.all {
+        let next = compiler.class_labels.len();
+        let class = *classes.entry(&pod.labels).or_insert(next);
+        if class == next {
+            compiler.class_labels.push(&pod.labels);
+        }
+        compiler.class.push(class);
+    }
+    let mut start = 0;
+    for namespace in cluster.pod_namespaces() {
+        let end = start + cluster.pods_in(namespace).count();
+        compiler.namespaces.push((namespace, start..end));
+        start = end;
+    }
     let mut policies: BTreeMap<String, PolicyChain> = BTreeMap::new();
     let mut local_pods = Vec::new();
     for pod in &local {
@@ -557,11 +689,9 @@ pub fn compile_family(cluster: &Cluster, node: &NodeView, family: Family) -> Rul
             peer.into_iter().chain(m.local_destinations.as_ref())
         })
         .collect();
-    let sets = compiler
-        .sets
-        .iter()
+    let sets = std::mem::take(&mut compiler.sets)
+        .into_iter()
         .filter(|(name, _)| used.contains(name))
-        .map(|(n, s)| (n.clone(), s.clone()))
         .collect();
     RuleSet {
         family,
