@@ -131,37 +131,50 @@ fn check_cell(
     step: usize,
     report: &mut CaseReport,
 ) {
+    let got = match outcome {
+        Outcome::Reachable | Outcome::Blocked => cell_of(outcome),
+        // A probe the data plane cannot run is still held against the model,
+        // and is counted as skipped, never as passed.
+        Outcome::Skipped => match model::verdict(cluster, probe) {
+            Some(v) if cell_of_verdict(&v) == expected => {
+                report.skipped += 1;
+                return;
+            }
+            _ => {
+                report.failures.push(failure(cluster, probe, expected, None, step));
+                return;
+            }
+        },
+    };
+    if got == expected {
+        report.matched += 1;
+    } else {
+        report.failures.push(failure(cluster, probe, expected, Some(got), step));
+    }
+}
+
+fn cell_of_verdict(verdict: &tierguard::Verdict) -> Cell {
+    if verdict.allowed() {
+        Cell::Reachable
+    } else {
+        Cell::Blocked
+    }
+}
+
+/// The line for a wrong cell, with the model's explanation; `got` is `None`
+/// when the data plane skipped the probe and the model itself disagrees.
+fn failure(cluster: &Cluster, probe: &Probe, expected: Cell, got: Option<Cell>, step: usize) -> String {
     let verdict = model::verdict(cluster, probe);
-    let model_cell = verdict
-        .as_ref()
-        .map(|v| if v.allowed() { Cell::Reachable } else { Cell::Blocked });
+    let why = verdict.as_ref().map(|v| format!(" (model: {v})")).unwrap_or_default();
     let head = format!(
         "step {step} {}/{} {} -> {}",
         probe.protocol, probe.port, probe.from, probe.to
     );
-    let why = verdict.map(|v| format!(" (model: {v})")).unwrap_or_default();
-    match outcome {
-        // A probe the data plane cannot run is still held against the model,
-        // and is counted as skipped, never as passed.
-        Outcome::Skipped => {
-            if model_cell != Some(expected) {
-                report.failures.push(format!(
-                    "{head} expected {expected} got {} on the model{why}",
-                    model_cell.unwrap_or(Cell::Blocked)
-                ));
-            } else {
-                report.skipped += 1;
-            }
-        }
-        outcome => {
-            let got = cell_of(outcome);
-            if got == expected {
-                report.matched += 1;
-            } else {
-                report
-                    .failures
-                    .push(format!("{head} expected {expected} got {got}{why}"));
-            }
+    match got {
+        Some(got) => format!("{head} expected {expected} got {got}{why}"),
+        None => {
+            let model_cell = verdict.as_ref().map(cell_of_verdict).unwrap_or(Cell::Blocked);
+            format!("{head} expected {expected} got {model_cell} on the model{why}")
         }
     }
 }
