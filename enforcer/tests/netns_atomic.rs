@@ -27,18 +27,6 @@ spec:
   policyTypes: [Ingress]
 "#;
 
-const Y_FROM_X_80: &str = r#"
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: y-from-x-80, namespace: y}
-spec:
-  podSelector: {}
-  policyTypes: [Ingress]
-  ingress:
-  - from: [{namespaceSelector: {matchLabels: {ns: x}}}]
-    ports: [{port: 80}]
-"#;
-
 const X_A_FROM_X: &str = r#"
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy

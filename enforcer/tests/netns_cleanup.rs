@@ -48,18 +48,6 @@ fn sorted(mut lines: Vec<String>) -> Vec<String> {
     lines
 }
 
-const Y_FROM_X: &str = r#"
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: y-from-x, namespace: y}
-spec:
-  podSelector: {}
-  policyTypes: [Ingress]
-  ingress:
-  - from: [{namespaceSelector: {matchLabels: {ns: x}}}]
-    ports: [{port: 80}]
-"#;
-
 const X_A_EGRESS_CIDR: &str = r#"
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -101,7 +89,7 @@ fn stale_chains_and_sets_go_and_cleanup_restores_the_tables() {
     let before_sets = sets(&exec);
 
     // State A: two policies.
-    cluster.apply_network_policy(&policy(Y_FROM_X)).unwrap();
+    cluster.apply_network_policy(&policy(Y_FROM_X_80)).unwrap();
     cluster.apply_network_policy(&policy(X_A_EGRESS_CIDR)).unwrap();
     plane.sync(&cluster).unwrap();
     let table_a = filter_table(&exec);
@@ -109,10 +97,10 @@ fn stale_chains_and_sets_go_and_cleanup_restores_the_tables() {
     assert!(chains_a.iter().any(|c| c.starts_with("TG-")), "{table_a:#?}");
     assert!(sets_a.iter().any(|s| s.starts_with("tg-")), "{sets_a:?}");
 
-    // State B: y-from-x is gone.
+    // State B: y-from-x-80 is gone.
     cluster.remove_policy(&PolicyId {
         namespace: "y".into(),
-        name: "y-from-x".into(),
+        name: "y-from-x-80".into(),
     });
     plane.sync(&cluster).unwrap();
     let table_ab = filter_table(&exec);
@@ -130,11 +118,11 @@ fn stale_chains_and_sets_go_and_cleanup_restores_the_tables() {
     let a_only_sets: BTreeSet<_> = sets_a.difference(&sets_b).collect();
     assert!(
         !a_only_chains.is_empty(),
-        "dropping y-from-x drops a chain: {chains_a:?} vs {chains_b:?}"
+        "dropping y-from-x-80 drops a chain: {chains_a:?} vs {chains_b:?}"
     );
     assert!(
         !a_only_sets.is_empty(),
-        "dropping y-from-x drops a set: {sets_a:?} vs {sets_b:?}"
+        "dropping y-from-x-80 drops a set: {sets_a:?} vs {sets_b:?}"
     );
     assert!(
         a_only_chains.iter().all(|c| !chains_ab.contains(*c)),

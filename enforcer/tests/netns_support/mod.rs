@@ -11,6 +11,19 @@ use tierguard::cluster::{ContainerPort, NamespaceInfo, PodInfo};
 use tierguard::policy::Protocol;
 use tierguard_enforcer::conformance::dataplane::Probe;
 
+/// Isolates every pod of y for ingress, admitting only pods of x on TCP 80.
+pub const Y_FROM_X_80: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: y-from-x-80, namespace: y}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {ns: x}}}]
+    ports: [{port: 80}]
+"#;
+
 /// Whether the netns tests can run here. In CI (`CI=true`) they must: panics
 /// there; elsewhere prints why they are skipped.
 pub fn netns_available(test: &str) -> bool {
