@@ -18,6 +18,14 @@ const PODS: &[(&str, &str, &str)] = &[
     ("y", "a", "10.244.2.10"),
 ];
 
+/// `PODS` and y/b, for the policy tests.
+const FOUR_PODS: &[(&str, &str, &str)] = &[
+    ("x", "a", "10.244.1.10"),
+    ("x", "b", "10.244.1.11"),
+    ("y", "a", "10.244.2.10"),
+    ("y", "b", "10.244.2.11"),
+];
+
 #[test]
 fn every_pair_reaches_every_other_without_policies_and_unserved_ports_are_blocked() {
     if !netns_available("netns_topology") {
@@ -165,12 +173,7 @@ fn the_syncers_rules_match_the_model_step_by_step_on_one_node() {
     if !netns_available("netns_topology") {
         return;
     }
-    let mut cluster = small_cluster(&[
-        ("x", "a", "10.244.1.10"),
-        ("x", "b", "10.244.1.11"),
-        ("y", "a", "10.244.2.10"),
-        ("y", "b", "10.244.2.11"),
-    ]);
+    let mut cluster = small_cluster(FOUR_PODS);
     let mut plane = NetnsDataPlane::new(NetnsOptions::default()).unwrap();
     plane.start(&cluster).unwrap();
     assert_eq!(check_against_model(&mut plane, &cluster), 0);
@@ -191,12 +194,7 @@ fn pods_on_two_nodes_are_enforced_by_each_nodes_rules() {
     if !netns_available("netns_topology") {
         return;
     }
-    let mut cluster = small_cluster(&[
-        ("x", "a", "10.244.1.10"),
-        ("x", "b", "10.244.1.11"),
-        ("y", "a", "10.244.2.10"),
-        ("y", "b", "10.244.2.11"),
-    ]);
+    let mut cluster = small_cluster(FOUR_PODS);
     for (ns, name) in [("x", "b"), ("y", "b")] {
         cluster.pod_mut(ns, name).unwrap().node = Some("node-2".into());
     }
