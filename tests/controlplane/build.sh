@@ -4,6 +4,9 @@
 # versions.env, into a cache folder keyed by version, and prints that folder.
 # A second run with the same versions reuses the binaries and builds nothing.
 #
+# `build.sh --check` builds nothing: it prints the bin folder and exits 0
+# when every binary is there, exits 1 otherwise.
+#
 # Environment: TIERGUARD_CONTROLPLANE_CACHE (default
 # ${XDG_CACHE_HOME:-$HOME/.cache}/tierguard-controlplane).
 # Log lines go to stderr; stdout is only the bin folder.
@@ -14,6 +17,14 @@ source "$here/versions.env"
 cache=${TIERGUARD_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tierguard-controlplane}
 bin="$cache/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION"
 export CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath" GOTOOLCHAIN=local
+
+if [[ "${1:-}" == --check ]]; then
+    for name in etcd kube-apiserver kube-controller-manager; do
+        [[ -x "$bin/$name" ]] || exit 1
+    done
+    echo "$bin"
+    exit 0
+fi
 
 command -v go >/dev/null || {
     echo "controlplane: go is not installed (needed to build the control plane)" >&2

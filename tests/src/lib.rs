@@ -3,9 +3,12 @@
 //! into their Kubernetes types, rendering them with `kubectl kustomize`, and
 //! finding the external tools some tests need.
 //!
-//! The tests themselves live in `tests/tests/`; the kind end-to-end script
-//! is `tests/e2e/kind.sh` (it needs Docker and is not part of `cargo test`).
+//! The tests themselves live in `tests/tests/`. [`e2e`] is the harness of
+//! the end-to-end test against a real control plane
+//! (`tests/tests/e2e_controlplane/`); the kind end-to-end script is
+//! `tests/e2e/kind.sh` (it needs Docker and is not part of `cargo test`).
 
+pub mod e2e;
 pub mod kinds;
 pub mod manifest;
 pub mod tool;
