@@ -14,7 +14,7 @@ WEBHOOK_IMAGE ?= tierguard-webhook:dev
 ENFORCER_IMAGE ?= tierguard-enforcer:dev
 
 .PHONY: help fmt fmt-check clippy test bench build image image-webhook image-enforcer \
-	kind-load deploy deploy-audit undeploy render e2e conformance conformance-netns certs deploy-deps
+	kind-load deploy deploy-audit undeploy render e2e e2e-local conformance conformance-netns certs deploy-deps
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -68,6 +68,11 @@ undeploy: ## uninstall, node rules included (see deploy/README.md)
 
 e2e: ## the kind end-to-end test (needs docker and kind)
 	bash tests/e2e/kind.sh
+
+e2e-local: ## the end-to-end test against a real control plane built from Go modules (root; no Docker)
+	bash tests/controlplane/build.sh >/dev/null
+	$(CARGO) build --release -p tierguard-webhook -p tierguard-enforcer
+	TIERGUARD_E2E_BIN_DIR=$(CURDIR)/target/release $(CARGO) test -p tierguard-integration --test e2e_controlplane
 
 conformance: ## reachability cases on the policy model (DATAPLANE=netns needs root)
 	$(CARGO) run --release -p tierguard-enforcer -- conformance --dataplane $(DATAPLANE) $(CONFORMANCE_CASES)

@@ -427,9 +427,10 @@ fn concurrent_deletes(world: &mut World) -> anyhow::Result<()> {
 pub fn rotation(world: &mut World, report: &mut Report) -> anyhow::Result<()> {
     report.check("certificate rotation while the API server sends reviews: no request fails", || {
         let client = world.api_client()?;
-        let webhook = world.webhook_client()?;
         let served = || -> anyhow::Result<Vec<u8>> {
-            let r = webhook
+            // a new client each time: a resumed TLS session would report the old certificate
+            let r = world
+                .webhook_client()?
                 .get(format!("https://{}:{}/healthz", crate::setup::WEBHOOK_HOST, crate::setup::WEBHOOK_PORT))
                 .send()?;
             let info = r

@@ -284,7 +284,7 @@ impl World {
     /// The fallback: certs/gen-dev-certs.sh issues the certificate, the test
     /// stores it as cert-manager would (the Secret) and injects the CA as the
     /// cainjector would.
-    fn dev_certificate(&mut self) -> anyhow::Result<()> {
+    fn dev_certificate(&self) -> anyhow::Result<()> {
         let out_dir = self.env_dir.join("dev-certs");
         let script = self.repo.join("certs/gen-dev-certs.sh");
         let status = Command::new("bash")
@@ -326,7 +326,7 @@ impl World {
     /// Renews the serving certificate: cert-manager's renewal (the Issuing
     /// condition, as `cmctl renew` sets it) or a new one from the dev script;
     /// returns once the Secret holds a different certificate.
-    pub fn renew_certificate(&mut self) -> anyhow::Result<()> {
+    pub fn renew_certificate(&self) -> anyhow::Result<()> {
         let before = self.secret_data("tls.crt")?;
         match self.cert_source {
             CertSource::CertManager => {
