@@ -110,9 +110,14 @@ pub struct RunArgs {
     /// program the IPv6 filter table too
     #[arg(long, value_enum, default_value = "auto")]
     pub ipv6: Ipv6Flag,
-    /// quiet period after a change before syncing, in milliseconds
-    #[arg(long, default_value_t = 200)]
-    pub debounce_ms: u64,
+    /// least time between two syncs, e.g. `100ms`, `1s`: a change after a quiet
+    /// period is synced at once, changes within the interval are folded into one
+    /// sync at its end
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub min_sync_interval: Duration,
+    /// deprecated alias of --min-sync-interval, in milliseconds (to be removed in the next release)
+    #[arg(long, conflicts_with = "min_sync_interval")]
+    pub debounce_ms: Option<u64>,
     /// full resync (rewrite everything, repairing drift) every this many seconds
     #[arg(long, default_value_t = 300)]
     pub resync_seconds: u64,
@@ -125,6 +130,13 @@ pub struct RunArgs {
     /// remove every TG- chain and tg- set on SIGTERM (default: leave them enforcing)
     #[arg(long)]
     pub cleanup_on_exit: bool,
+}
+
+impl RunArgs {
+    /// The minimum sync interval, from `--debounce-ms` when that deprecated flag is given.
+    pub fn sync_interval(&self) -> Duration {
+        self.debounce_ms.map_or(self.min_sync_interval, Duration::from_millis)
+    }
 }
 
 /// Whether the cluster, seen from `node`, has anything IPv6: a pod address, a node
@@ -244,8 +256,15 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
     let server = tokio::spawn(server::serve(listener, metrics.clone(), shutdown.clone()));
+    if let Some(ms) = args.debounce_ms {
+        tracing::warn!(
+            debounce_ms = ms,
+            "--debounce-ms is deprecated and will be removed in the next release; \
+             it now sets --min-sync-interval ({ms}ms)"
+        );
+    }
     let config = LoopConfig {
-        debounce: Duration::from_millis(args.debounce_ms),
+        min_sync_interval: args.sync_interval(),
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         ..LoopConfig::default()
     };
@@ -256,4 +275,54 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     server.await.context("metrics server task")?.context("metrics server")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let args = ["tierguard-enforcer", "--node-name", "n1"].iter().chain(extra);
+        Cli::try_parse_from(args).map(|cli| cli.run)
+    }
+
+    #[test]
+    fn min_sync_interval_takes_a_duration_and_defaults_to_100ms() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse(&[]).unwrap().sync_interval(), ms(100));
+        for (flag, want) in [
+            ("250ms", ms(250)),
+            ("1s", ms(1000)),
+            ("1s 500ms", ms(1500)),
+            ("0s", ms(0)),
+        ] {
+            assert_eq!(
+                parse(&["--min-sync-interval", flag]).unwrap().sync_interval(),
+                want,
+                "{flag}"
+            );
+        }
+        for bad in ["100", "fast", "-1s"] {
+            let err = parse(&[&format!("--min-sync-interval={bad}")]).unwrap_err().to_string();
+            assert!(err.contains("--min-sync-interval"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn debounce_ms_is_a_deprecated_alias_of_the_interval() {
+        let args = parse(&["--debounce-ms", "300"]).unwrap();
+        assert_eq!(args.sync_interval(), Duration::from_millis(300));
+        let both = parse(&["--debounce-ms", "300", "--min-sync-interval", "50ms"]);
+        assert!(both.is_err(), "{both:?}");
+    }
 }

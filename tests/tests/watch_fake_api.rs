@@ -395,7 +395,7 @@ fn start_daemon(api: &FakeApi) -> Daemon {
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
     let config = LoopConfig {
-        debounce: Duration::from_millis(20),
+        min_sync_interval: Duration::from_millis(20),
         resync: Duration::from_secs(3600),
         backoff: Duration::from_millis(50),
         max_backoff: Duration::from_secs(1),
@@ -456,7 +456,7 @@ async fn enforcer_watches_lists_then_syncs_local_pods_on_watch_events() {
         reqs.iter().any(|r| r.resource() == Some(PODS) && !r.is_watch())
     })
     .await;
-    // Ten debounce periods: the loop would have synced by now if it did not wait for pods.
+    // Ten sync intervals: the loop would have synced by now if it did not wait for pods.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(daemon.metrics.syncs.get(), 0);
     assert!(daemon.recorder.calls().is_empty(), "{:?}", daemon.recorder.calls());

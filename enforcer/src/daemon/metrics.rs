@@ -3,10 +3,62 @@
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+/// What a watch event was about (the `kind` label).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EventKind {
+    /// a pod, or a relist of pods
+    Pod,
+    /// a namespace, or a relist of namespaces
+    Namespace,
+    /// a network policy, or a relist of them
+    Policy,
+    /// the node's own addresses
+    Node,
+}
+
+impl EventKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Pod => "pod",
+            EventKind::Namespace => "namespace",
+            EventKind::Policy => "policy",
+            EventKind::Node => "node",
+        }
+    }
+}
+
+impl EncodeLabelValue for EventKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// Labels of the event-to-applied histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// what the event was about
+    pub kind: EventKind,
+}
+
+type LatencyFamily = Family<EventLabels, Histogram, fn() -> Histogram>;
+
+/// From 1 ms (an event synced at once) to 10 s (long syncs, retries), finest
+/// around the minimum sync interval.
+const EVENT_LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn event_latency_histogram() -> Histogram {
+    Histogram::new(EVENT_LATENCY_BUCKETS)
+}
 
 /// Sync metrics, shared between the sync loop and the HTTP server.
 #[derive(Debug)]
@@ -24,6 +76,10 @@ pub struct Metrics {
     pub errors: Counter,
     /// successful syncs
     pub syncs: Counter,
+    /// seconds from a watch event's arrival to the rules that include it being in force
+    pub event_to_applied: LatencyFamily,
+    /// events folded into a sync that was already pending or running
+    pub coalesced_events: Counter,
 }
 
 impl Default for Metrics {
@@ -42,6 +98,8 @@ impl Metrics {
         let last_success = Gauge::<f64, AtomicU64>::default();
         let errors = Counter::default();
         let syncs = Counter::default();
+        let event_to_applied: LatencyFamily = Family::new_with_constructor(event_latency_histogram);
+        let coalesced_events = Counter::default();
         registry.register(
             "sync_duration_seconds",
             "Time to compile, render and apply the node's rules",
@@ -56,6 +114,16 @@ impl Metrics {
         );
         registry.register("sync_errors", "Failed syncs", errors.clone());
         registry.register("syncs", "Successful syncs", syncs.clone());
+        registry.register(
+            "event_to_applied_seconds",
+            "Time from a watch event's arrival to the rules that include it being applied, by kind",
+            event_to_applied.clone(),
+        );
+        registry.register(
+            "coalesced_events",
+            "Watch events folded into a sync that was already pending or running",
+            coalesced_events.clone(),
+        );
         Metrics {
             registry,
             sync_duration,
@@ -64,6 +132,16 @@ impl Metrics {
             last_success,
             errors,
             syncs,
+            event_to_applied,
+            coalesced_events,
+        }
+    }
+
+    /// Records that `count` events of `kind` each waited `waited` for their rules to be applied.
+    pub fn observe_applied(&self, kind: EventKind, waited: std::time::Duration, count: u64) {
+        let histogram = self.event_to_applied.get_or_create(&EventLabels { kind });
+        for _ in 0..count {
+            histogram.observe(waited.as_secs_f64());
         }
     }
 

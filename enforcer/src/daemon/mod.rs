@@ -1,8 +1,10 @@
-//! The node agent: cluster updates in, debounced syncs out, a periodic full
-//! resync, retries with backoff on failure. The loop is fed by a stream of
-//! [`Update`]s, so it runs the same on kube watchers ([`watch`]) and in tests.
+//! The node agent: cluster updates in, syncs out at a bounded frequency
+//! ([`runner`]), a periodic full resync, retries with backoff on failure. The
+//! loop is fed by a stream of [`Update`]s, so it runs the same on kube
+//! watchers ([`watch`]) and in tests.
 
 pub mod metrics;
+pub mod runner;
 pub mod server;
 pub mod watch;
 
@@ -11,15 +13,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tierguard::policy::PolicyId;
 use tierguard::{Cluster, NamespaceInfo, PodInfo, Policy};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::exec::Executor;
-use crate::sync::Syncer;
-use metrics::Metrics;
+use crate::sync::{SyncError, SyncReport, Syncer};
+use metrics::{EventKind, Metrics};
+pub use runner::LoopConfig;
+use runner::{SyncEnd, SyncRunner, SyncStart};
 
 /// A kind of object the agent lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -63,6 +67,16 @@ pub enum Update {
 }
 
 impl Update {
+    /// What the update is about.
+    pub fn event_kind(&self) -> EventKind {
+        match self {
+            Update::Pod(_) | Update::PodGone { .. } | Update::Pods(_) => EventKind::Pod,
+            Update::Namespace(_) | Update::NamespaceGone(_) | Update::Namespaces(_) => EventKind::Namespace,
+            Update::Policy(_) | Update::PolicyGone(_) | Update::Policies(_) => EventKind::Policy,
+            Update::NodeAddresses(_) => EventKind::Node,
+        }
+    }
+
     /// Applies the update; returns the kind that is now completely listed, if any.
     pub fn apply(self, cluster: &mut Cluster) -> Option<Kind> {
         match self {
@@ -109,31 +123,46 @@ impl Update {
     }
 }
 
-/// Timing of the loop.
-#[derive(Clone, Copy, Debug)]
-pub struct LoopConfig {
-    /// quiet period after a change before syncing
-    pub debounce: Duration,
-    /// full resync period
-    pub resync: Duration,
-    /// first retry delay after a failed sync (doubles up to `max_backoff`)
-    pub backoff: Duration,
-    /// longest retry delay
-    pub max_backoff: Duration,
+/// Updates taken from the stream at once when a sync is due, so that the sync
+/// includes what already arrived; bounded so a stream that is always ready
+/// cannot hold the sync back.
+const MAX_DRAINED_UPDATES: usize = 4096;
+
+/// The loop's view: the cluster, which kinds are listed, the scheduler.
+struct Agent {
+    cluster: Cluster,
+    listed: BTreeSet<Kind>,
+    runner: SyncRunner<EventKind>,
 }
 
-impl Default for LoopConfig {
-    fn default() -> Self {
-        LoopConfig {
-            debounce: Duration::from_millis(200),
-            resync: Duration::from_secs(300),
-            backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
+impl Agent {
+    fn absorb<E: Executor>(&mut self, update: Update, syncer: &mut Syncer<E>, metrics: &Metrics) {
+        let now = Instant::now().into_std();
+        if self.runner.changed(now, update.event_kind()) {
+            metrics.coalesced_events.inc();
+        }
+        if let Update::NodeAddresses(addresses) = &update {
+            syncer.set_node_addresses(addresses.clone());
+        }
+        if let Some(kind) = update.apply(&mut self.cluster) {
+            self.listed.insert(kind);
+            if !self.runner.is_ready()
+                && [Kind::Pods, Kind::Namespaces, Kind::Policies]
+                    .iter()
+                    .all(|k| self.listed.contains(k))
+            {
+                self.runner.mark_ready();
+            }
         }
     }
 }
 
-fn record<E: Executor>(syncer: &mut Syncer<E>, cluster: &Cluster, full: bool, metrics: &Metrics) -> bool {
+fn apply<E: Executor>(
+    syncer: &mut Syncer<E>,
+    cluster: &Cluster,
+    full: bool,
+    metrics: &Metrics,
+) -> Result<SyncReport, SyncError> {
     let started = std::time::Instant::now();
     let result = if full {
         syncer.resync(cluster)
@@ -141,7 +170,7 @@ fn record<E: Executor>(syncer: &mut Syncer<E>, cluster: &Cluster, full: bool, me
         syncer.sync(cluster)
     };
     metrics.sync_duration.observe(started.elapsed().as_secs_f64());
-    match result {
+    match &result {
         Ok(report) => {
             metrics.syncs.inc();
             metrics
@@ -150,8 +179,37 @@ fn record<E: Executor>(syncer: &mut Syncer<E>, cluster: &Cluster, full: bool, me
             metrics.sets.set(i64::try_from(report.total_sets()).unwrap_or(i64::MAX));
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
             metrics.last_success.set(now.as_secs_f64());
+        }
+        Err(_) => {
+            metrics.errors.inc();
+        }
+    }
+    result
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs the sync that is due: applies the rules, tells the runner, records
+/// each covered event's wait and logs the outcome.
+fn sync_now<E: Executor>(start: SyncStart, syncer: &mut Syncer<E>, agent: &mut Agent, metrics: &Metrics) {
+    let result = apply(syncer, &agent.cluster, start.full, metrics);
+    let now = Instant::now().into_std();
+    let waited_ms = start.oldest.map(|t| millis(now.saturating_duration_since(t)));
+    let end = agent.runner.finished(now, result.is_ok());
+    match result {
+        Ok(report) => {
+            if let SyncEnd::Applied(changes) = &end {
+                for change in changes {
+                    let waited = now.saturating_duration_since(change.arrived);
+                    metrics.observe_applied(change.tag, waited, change.count);
+                }
+            }
             tracing::info!(
-                full,
+                full = start.full,
+                events = start.events,
+                oldest_event_waited_ms = waited_ms,
                 chains_written = report.chains_written,
                 chains_removed = report.chains_removed,
                 sets_written = report.sets_written,
@@ -160,12 +218,19 @@ fn record<E: Executor>(syncer: &mut Syncer<E>, cluster: &Cluster, full: bool, me
                 sets = report.sets,
                 "synced"
             );
-            true
         }
         Err(e) => {
-            metrics.errors.inc();
-            tracing::error!(error = %e, full, "sync failed; the previous rules stay in force");
-            false
+            let retry_in_ms = match end {
+                SyncEnd::Failed { retry_at } => Some(millis(retry_at.saturating_duration_since(now))),
+                SyncEnd::Applied(_) => None,
+            };
+            tracing::error!(
+                error = %e,
+                full = start.full,
+                events = start.events,
+                retry_in_ms,
+                "sync failed; the previous rules stay in force"
+            );
         }
     }
 }
@@ -185,58 +250,35 @@ where
     E: Executor,
 {
     let mut updates = updates;
-    let mut cluster = Cluster::new();
-    let mut listed = BTreeSet::new();
-    let all = [Kind::Pods, Kind::Namespaces, Kind::Policies];
-    let far = || Instant::now() + Duration::from_secs(86_400 * 365);
-    // When the next change-driven sync is due (None: nothing pending).
-    let mut due: Option<Instant> = None;
-    let mut next_resync = Instant::now() + config.resync;
-    let mut backoff = config.backoff;
-    let mut full_pending = false;
+    let mut agent = Agent {
+        cluster: Cluster::new(),
+        listed: BTreeSet::new(),
+        runner: SyncRunner::new(config, Instant::now().into_std()),
+    };
     loop {
-        let ready = all.iter().all(|k| listed.contains(k));
-        let wake = match due {
-            Some(t) if ready => t,
-            _ => far(),
+        let due = agent.runner.next_sync_at(Instant::now().into_std());
+        let timer = async move {
+            match due {
+                Some(at) => sleep_until(Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
         };
-        let resync_at = if ready { next_resync } else { far() };
         tokio::select! {
             _ = shutdown.cancelled() => break,
             update = updates.next() => {
                 let Some(update) = update else { break };
-                if let Update::NodeAddresses(addresses) = &update {
-                    syncer.set_node_addresses(addresses.clone());
-                }
-                if let Some(kind) = update.apply(&mut cluster) {
-                    listed.insert(kind);
-                }
-                // Debounce: the sync waits for a quiet period, but a failed sync's backoff is kept.
-                let quiet = Instant::now() + config.debounce;
-                due = Some(match due {
-                    Some(t) if t > quiet => t,
-                    _ => quiet,
-                });
+                agent.absorb(update, &mut syncer, &metrics);
             }
-            _ = sleep_until(wake) => {
-                let ok = record(&mut syncer, &cluster, full_pending, &metrics);
-                if ok {
-                    due = None;
-                    full_pending = false;
-                    backoff = config.backoff;
-                } else {
-                    due = Some(Instant::now() + backoff);
-                    backoff = (backoff * 2).min(config.max_backoff);
+            _ = timer => {
+                for _ in 0..MAX_DRAINED_UPDATES {
+                    match updates.next().now_or_never() {
+                        Some(Some(update)) => agent.absorb(update, &mut syncer, &metrics),
+                        Some(None) => return syncer,
+                        None => break,
+                    }
                 }
-            }
-            _ = sleep_until(resync_at) => {
-                next_resync = Instant::now() + config.resync;
-                if record(&mut syncer, &cluster, true, &metrics) {
-                    backoff = config.backoff;
-                } else {
-                    full_pending = true;
-                    due = Some(Instant::now() + backoff);
-                    backoff = (backoff * 2).min(config.max_backoff);
+                if let Some(start) = agent.runner.poll(Instant::now().into_std()) {
+                    sync_now(start, &mut syncer, &mut agent, &metrics);
                 }
             }
         }
