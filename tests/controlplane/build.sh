@@ -64,8 +64,7 @@ fi
 if [[ -f "$bin/cert-manager-crds.yaml" ]]; then
     echo "controlplane: cert-manager-crds.yaml cached in $bin" >&2
 else
-    cm_dir=$(cd "$here/certmanager" && go mod download -json "$cm_module@$CERT_MANAGER_VERSION" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    cm_dir=$(cd "$here/certmanager" && go mod download "$cm_module" && go list -m -f '{{.Dir}}' "$cm_module")
     crds=("$cm_dir"/deploy/crds/*.yaml)
     if ((${#crds[@]} < 6)); then
         echo "controlplane: expected 6 CRD files in $cm_dir/deploy/crds, found ${#crds[@]}" >&2

@@ -11,6 +11,13 @@
 //	cert-manager controller --kubeconfig FILE [flags]
 //	cert-manager cainjector --kubeconfig FILE [flags]
 //	cert-manager version
+//
+// Both commands run until SIGINT or SIGTERM, need the cert-manager CRDs
+// applied first (the cainjector waits for them, the controller's informers
+// retry), and run exactly one instance each: there is no leader election and
+// no metrics, health or webhook listener, so several control planes can
+// share a machine. The kubeconfig's user needs cert-manager's RBAC; an admin
+// (system:masters) client certificate is the simple choice in tests.
 package main
 
 import (

@@ -36,9 +36,10 @@ done
 [[ -f $bin/cert-manager-crds.yaml ]] || fail "$bin/cert-manager-crds.yaml is missing"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tierguard-cm-smoke.XXXXXX")
-pids=()
+declare -A pids=()
 cleanup() {
     local status=$?
+    local pid
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -55,6 +56,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 # Three free loopback ports, all above 20000 (the kernel's ephemeral range).
 read -r etcd_client_port etcd_peer_port apiserver_port < <(python3 -c '
@@ -87,6 +89,7 @@ issue apiserver /CN=kube-apiserver "subjectAltName=IP:127.0.0.1,DNS:localhost
 extendedKeyUsage=serverAuth"
 issue admin "/O=system:masters/CN=smoke-admin" "extendedKeyUsage=clientAuth"
 ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/sa.key"
+ossl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 
 kubeconfig=$work/admin.kubeconfig
 export KUBECONFIG=$kubeconfig
@@ -97,12 +100,20 @@ kubectl config set-credentials admin --client-certificate="$pki/admin.crt" \
 kubectl config set-context smoke --cluster=smoke --user=admin >/dev/null
 kubectl config use-context smoke >/dev/null
 
+# Fails if a process started here has exited: none of them should.
+check_alive() {
+    local name
+    for name in "${!pids[@]}"; do
+        kill -0 "${pids[$name]}" 2>/dev/null || fail "$name exited (see $name.log below)"
+    done
+}
 # Polls a command until it succeeds, at most $wait_seconds.
 wait_for() {
     local what=$1
     shift
     local deadline=$((SECONDS + wait_seconds))
     until "$@" >/dev/null 2>&1; do
+        check_alive
         ((SECONDS < deadline)) || fail "timed out after ${wait_seconds}s waiting for $what"
         sleep 1
     done
@@ -115,7 +126,7 @@ log "etcd on 127.0.0.1:$etcd_client_port"
     --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \
     --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
     --initial-cluster "smoke=http://127.0.0.1:$etcd_peer_port" >"$work/etcd.log" 2>&1 &
-pids+=($!)
+pids[etcd]=$!
 
 log "kube-apiserver on 127.0.0.1:$apiserver_port"
 # --endpoint-reconciler-type=none: the default Service's endpoint would be the
@@ -126,14 +137,14 @@ log "kube-apiserver on 127.0.0.1:$apiserver_port"
     --secure-port "$apiserver_port" \
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
     --client-ca-file "$pki/ca.crt" \
-    --service-account-key-file "$pki/sa.key" \
+    --service-account-key-file "$pki/sa.pub" \
     --service-account-signing-key-file "$pki/sa.key" \
     --service-account-issuer https://kubernetes.default.svc \
     --service-cluster-ip-range 10.96.0.0/16 \
     --authorization-mode Node,RBAC \
     --endpoint-reconciler-type none \
     --cert-dir "$work/apiserver-certs" >"$work/kube-apiserver.log" 2>&1 &
-pids+=($!)
+pids[kube-apiserver]=$!
 wait_for "the API server to be ready" kubectl get --raw /readyz
 
 log "applying cert-manager CRDs"
@@ -145,9 +156,9 @@ kubectl wait --for condition=Established --timeout "${wait_seconds}s" \
 log "starting cert-manager $("$bin/cert-manager" version): controller and cainjector"
 "$bin/cert-manager" controller --kubeconfig "$kubeconfig" \
     --cluster-resource-namespace tierguard-system >"$work/controller.log" 2>&1 &
-pids+=($!)
+pids[controller]=$!
 "$bin/cert-manager" cainjector --kubeconfig "$kubeconfig" >"$work/cainjector.log" 2>&1 &
-pids+=($!)
+pids[cainjector]=$!
 
 log "applying the namespace, cert-manager manifests and webhook configurations"
 kubectl apply -f "$repo/deploy/base/namespace.yaml" >/dev/null
