@@ -101,7 +101,9 @@ impl Environment {
             println!("{name}: {}", self.bins.version(name));
         }
         if self.cert_manager_built() {
-            println!("cert-manager-controller: {}", self.bins.version("cert-manager-controller"));
+            let out = Command::new(self.bins.path("cert-manager")).arg("version").output();
+            let version = out.map_or_else(|e| e.to_string(), |o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+            println!("cert-manager (controller, cainjector): {version}");
         } else {
             println!("cert-manager: not built (CRDs applied; serving certificate from certs/gen-dev-certs.sh)");
         }
@@ -113,9 +115,9 @@ impl Environment {
         println!("run folder: {}", self.dir.display());
     }
 
-    /// Whether `build.sh` built cert-manager's controller and cainjector.
+    /// Whether `build.sh` built cert-manager (one binary: `controller` and `cainjector`).
     pub fn cert_manager_built(&self) -> bool {
-        self.bins.path("cert-manager-controller").is_file() && self.bins.path("cert-manager-cainjector").is_file()
+        self.bins.path("cert-manager").is_file()
     }
 }
 
@@ -252,18 +254,14 @@ impl World {
             (
                 "cert-manager-controller",
                 vec![
+                    "controller".to_string(),
                     format!("--kubeconfig={kubeconfig}"),
-                    "--leader-elect=false".to_string(),
                     "--cluster-resource-namespace=tierguard-system".to_string(),
-                    "--enable-certificate-owner-ref=true".to_string(),
                 ],
             ),
-            (
-                "cert-manager-cainjector",
-                vec![format!("--kubeconfig={kubeconfig}"), "--leader-elect=false".to_string()],
-            ),
+            ("cert-manager-cainjector", vec!["cainjector".to_string(), format!("--kubeconfig={kubeconfig}")]),
         ] {
-            let mut command = Command::new(env.bins.path(name));
+            let mut command = Command::new(env.bins.path("cert-manager"));
             command.args(&args);
             self.cert_manager
                 .push(Managed::spawn(name, command, &logs.join(format!("{name}.log")))?);
