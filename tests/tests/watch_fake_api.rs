@@ -20,6 +20,7 @@ use tierguard_enforcer::daemon::{LoopConfig, drive, watch};
 use tierguard_enforcer::exec::{ExecError, Executor};
 use tierguard_enforcer::naming::{pod_chain, policy_chain};
 use tierguard_enforcer::sync::{Backend, NodeIdentity, SyncOptions, Syncer};
+use tierguard_webhook::limits::ConnectionLimits;
 use tierguard_webhook::selfsigned::{self, Validity};
 use tierguard_webhook::serve::{self, Options};
 use tierguard_webhook::state::StateSource;
@@ -149,6 +150,7 @@ async fn webhook_state_syncs_from_lists_and_follows_watch_events() {
         service_names: vec!["localhost".to_string()],
         drain: Duration::from_millis(10),
         cert_recheck: Duration::from_secs(60),
+        limits: ConnectionLimits::default(),
     })
     .await
     .unwrap();

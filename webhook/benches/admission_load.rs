@@ -18,6 +18,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::routing::post;
 use serde_json::{Value, json};
+use tierguard_webhook::limits::ConnectionLimits;
 use tierguard_webhook::metrics::Metrics;
 use tierguard_webhook::serve::{self, Options};
 use tierguard_webhook::state::files::FileState;
@@ -198,6 +199,7 @@ async fn main() {
         service_names: vec!["localhost".to_string()],
         drain: Duration::ZERO,
         cert_recheck: Duration::from_secs(60),
+        limits: ConnectionLimits::default(),
     })
     .await
     .unwrap();
@@ -217,6 +219,8 @@ async fn main() {
         listener,
         echo_tls,
         Router::new().route("/validate", post(|body: Bytes| async move { body })),
+        ConnectionLimits::default(),
+        Arc::new(Metrics::new()),
         async move {
             let _ = echo_stopped.await;
         },

@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::contract;
+use crate::limits::{self, ConnectionLimits};
 
 /// tierguard admission webhook: guardrails for NetworkPolicies and Namespaces.
 #[derive(Debug, Parser)]
@@ -64,6 +66,62 @@ pub struct ServeArgs {
     /// seconds between certificate re-checks (besides file-change events)
     #[arg(long, default_value_t = 10)]
     pub cert_recheck_seconds: u64,
+    /// connections held at once, TLS handshakes included; more are closed right after accept
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS as u64, env = "TIERGUARD_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// seconds for a TLS handshake
+    #[arg(long, default_value_t = limits::DEFAULT_HANDSHAKE_TIMEOUT_SECONDS, env = "TIERGUARD_HANDSHAKE_TIMEOUT_SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout_seconds: u64,
+    /// seconds from a request's first byte (or the handshake, for the first request) to its last header byte
+    #[arg(long, default_value_t = limits::DEFAULT_HEADER_TIMEOUT_SECONDS, env = "TIERGUARD_HEADER_TIMEOUT_SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_seconds: u64,
+    /// seconds from a request's headers to its last body byte
+    #[arg(long, default_value_t = limits::DEFAULT_BODY_TIMEOUT_SECONDS, env = "TIERGUARD_BODY_TIMEOUT_SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_seconds: u64,
+    /// seconds a connection may stay open with no request in flight (HTTP/1 and HTTP/2)
+    #[arg(long, default_value_t = limits::DEFAULT_IDLE_TIMEOUT_SECONDS, env = "TIERGUARD_IDLE_TIMEOUT_SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_seconds: u64,
+    /// largest request header: HTTP/1 start line and headers, HTTP/2 header list
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_HEADER_BYTES, env = "TIERGUARD_MAX_HEADER_BYTES",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_header_bytes: u32,
+    /// HTTP/1 connection buffer in bytes (at least 8192)
+    #[arg(long, default_value_t = limits::DEFAULT_HTTP1_MAX_BUF_BYTES as u64, env = "TIERGUARD_HTTP1_MAX_BUF_BYTES",
+          value_parser = clap::value_parser!(u64).range(limits::MIN_HTTP1_BUF_BYTES as u64..))]
+    pub http1_max_buf_bytes: u64,
+    /// concurrent HTTP/2 streams per connection
+    #[arg(long, default_value_t = limits::DEFAULT_HTTP2_MAX_STREAMS, env = "TIERGUARD_HTTP2_MAX_STREAMS",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_streams: u32,
+    /// HTTP/2 streams a client may reset before the server accepts them, before it gets a GOAWAY
+    #[arg(long, default_value_t = limits::DEFAULT_HTTP2_MAX_PENDING_RESETS, env = "TIERGUARD_HTTP2_MAX_PENDING_RESETS")]
+    pub http2_max_pending_resets: usize,
+    /// HTTP/2 streams the server may reset for a client's protocol errors, before it sends a GOAWAY
+    #[arg(long, default_value_t = limits::DEFAULT_HTTP2_MAX_LOCAL_ERROR_RESETS, env = "TIERGUARD_HTTP2_MAX_LOCAL_ERROR_RESETS")]
+    pub http2_max_local_error_resets: usize,
+}
+
+impl ServeArgs {
+    /// The connection limits the flags ask for.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_seconds),
+            header_timeout: Duration::from_secs(self.header_timeout_seconds),
+            body_timeout: Duration::from_secs(self.body_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+            max_header_bytes: self.max_header_bytes,
+            http1_max_buf_bytes: usize::try_from(self.http1_max_buf_bytes).unwrap_or(usize::MAX),
+            http2_max_streams: self.http2_max_streams,
+            http2_max_pending_resets: self.http2_max_pending_resets,
+            http2_max_local_error_resets: self.http2_max_local_error_resets,
+        }
+    }
 }
 
 /// The webhook Service's DNS names.
@@ -116,7 +174,44 @@ mod tests {
             ]
         );
         assert_eq!(args.drain_seconds, 5);
+        assert_eq!(args.connection_limits(), ConnectionLimits::default());
         assert!(Cli::try_parse_from(["tierguard-webhook", "serve", "--tls-cert", "a"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn connection_limit_flags_reach_the_limits_and_refuse_zero() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "tierguard-webhook",
+            "serve",
+            "--max-connections",
+            "7",
+            "--header-timeout-seconds",
+            "3",
+            "--idle-timeout-seconds",
+            "200",
+            "--http2-max-streams",
+            "5",
+        ])?;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected");
+        };
+        let limits = args.connection_limits();
+        assert_eq!(limits.max_connections, 7);
+        assert_eq!(limits.header_timeout, Duration::from_secs(3));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(200));
+        assert_eq!(limits.http2_max_streams, 5);
+        assert_eq!(limits.body_timeout, ConnectionLimits::default().body_timeout);
+        for (flag, value) in [
+            ("--max-connections", "0"),
+            ("--header-timeout-seconds", "0"),
+            ("--http1-max-buf-bytes", "4096"),
+        ] {
+            assert!(
+                Cli::try_parse_from(["tierguard-webhook", "serve", flag, value]).is_err(),
+                "{flag} {value} must be refused"
+            );
+        }
         Ok(())
     }
 }

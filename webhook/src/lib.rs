@@ -2,6 +2,7 @@
 //!
 //! - [`admission`]: AdmissionReview in, AdmissionReview out (guardrails + mode).
 //! - [`server`]: routes, the rustls accept loop, graceful shutdown; [`serve`] wires it up.
+//! - [`limits`], [`connection`]: what a client may hold of the server, and one connection served under it.
 //! - [`tls`]: loading, verifying and hot-reloading the serving certificate.
 //! - [`state`]: the cluster view, from reflectors or from manifest files.
 //! - [`check`]: the same rules over manifest files, for CI.
@@ -9,7 +10,9 @@
 pub mod admission;
 pub mod check;
 pub mod cli;
+pub mod connection;
 pub mod contract;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod readiness;

@@ -1,7 +1,8 @@
 //! Prometheus metrics: requests by kind, operation and verdict; request
-//! latency; the serving certificate's expiry; refused certificate reloads.
+//! latency; the serving certificate's expiry; refused certificate reloads;
+//! open, refused and timed-out connections.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -36,6 +37,44 @@ pub struct RequestLabels {
     pub verdict: Verdict,
 }
 
+/// Which connection limit closed a connection.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Timeout {
+    /// the TLS handshake did not finish in time
+    Handshake,
+    /// a request's headers did not arrive in time
+    Header,
+    /// a request's body did not arrive in time
+    Body,
+    /// no request for longer than the idle timeout
+    Idle,
+}
+
+impl Timeout {
+    /// The label value, as operators type it in queries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Timeout::Handshake => "handshake",
+            Timeout::Header => "header",
+            Timeout::Body => "body",
+            Timeout::Idle => "idle",
+        }
+    }
+}
+
+impl EncodeLabelValue for Timeout {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Labels of the connection timeout counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// which timeout
+    pub timeout: Timeout,
+}
+
 /// Labels of the latency histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PathLabels {
@@ -57,6 +96,9 @@ pub struct Metrics {
     latency: HistogramFamily,
     cert_expiry: Gauge,
     cert_refused: Counter,
+    open_connections: Gauge,
+    refused_connections: Counter,
+    timeouts: Family<TimeoutLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +115,13 @@ impl Metrics {
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let cert_expiry = Gauge::default();
         let cert_refused = Counter::default();
+        let open_connections = Gauge::default();
+        let refused_connections = Counter::default();
+        let timeouts = Family::<TimeoutLabels, Counter>::default();
+        // every kind shows up from the start, at 0, so rates and alerts work before the first one
+        for timeout in [Timeout::Handshake, Timeout::Header, Timeout::Body, Timeout::Idle] {
+            let _ = timeouts.get_or_create(&TimeoutLabels { timeout });
+        }
         registry.register(
             "admission_requests",
             "AdmissionReview requests by kind, operation and verdict",
@@ -93,12 +142,30 @@ impl Metrics {
             "New serving certificates refused (expired, key mismatch, missing service name, unreadable)",
             cert_refused.clone(),
         );
+        registry.register(
+            "open_connections",
+            "Connections held open, TLS handshakes in progress included",
+            open_connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed right after accept because --max-connections were open",
+            refused_connections.clone(),
+        );
+        registry.register(
+            "connection_timeouts",
+            "Connections (or, for body, requests) cut by a timeout, by which timeout",
+            timeouts.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             cert_expiry,
             cert_refused,
+            open_connections,
+            refused_connections,
+            timeouts,
         }
     }
 
@@ -130,6 +197,41 @@ impl Metrics {
         self.cert_refused.inc();
     }
 
+    /// Counts a connection as open (until [`Metrics::connection_closed`]).
+    pub fn connection_opened(&self) {
+        self.open_connections.inc();
+    }
+
+    /// Counts an open connection as closed.
+    pub fn connection_closed(&self) {
+        self.open_connections.dec();
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> i64 {
+        self.open_connections.get()
+    }
+
+    /// Counts a connection refused at the cap.
+    pub fn connection_refused(&self) {
+        self.refused_connections.inc();
+    }
+
+    /// Connections refused so far.
+    pub fn refused_connections(&self) -> u64 {
+        self.refused_connections.get()
+    }
+
+    /// Counts a timeout.
+    pub fn timed_out(&self, timeout: Timeout) {
+        self.timeouts.get_or_create(&TimeoutLabels { timeout }).inc();
+    }
+
+    /// Timeouts of one kind so far.
+    pub fn timeouts(&self, timeout: Timeout) -> u64 {
+        self.timeouts.get_or_create(&TimeoutLabels { timeout }).get()
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -157,6 +259,39 @@ mod tests {
         );
         assert!(text.contains(r#"tierguard_webhook_admission_duration_seconds_count{path="/validate"} 1"#));
         assert!(text.contains("tierguard_webhook_certificate_expiry_timestamp_seconds 1900000000"));
+        Ok(())
+    }
+
+    #[test]
+    fn encodes_connection_metrics_with_lowercase_timeout_labels() -> Result<(), std::fmt::Error> {
+        let m = Metrics::new();
+        m.connection_opened();
+        m.connection_opened();
+        m.connection_closed();
+        m.connection_refused();
+        for timeout in [
+            Timeout::Handshake,
+            Timeout::Header,
+            Timeout::Body,
+            Timeout::Idle,
+            Timeout::Idle,
+        ] {
+            m.timed_out(timeout);
+        }
+        let text = m.encode()?;
+        assert!(text.contains("tierguard_webhook_open_connections 1\n"), "{text}");
+        assert!(
+            text.contains("tierguard_webhook_connections_refused_total 1\n"),
+            "{text}"
+        );
+        for (label, count) in [("handshake", 1), ("header", 1), ("body", 1), ("idle", 2)] {
+            let line = format!(r#"tierguard_webhook_connection_timeouts_total{{timeout="{label}"}} {count}"#);
+            assert!(text.contains(&line), "{line} missing in {text}");
+        }
+        assert_eq!(
+            (m.open_connections(), m.refused_connections(), m.timeouts(Timeout::Idle)),
+            (1, 1, 2)
+        );
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::admission::Admission;
 use crate::cli::ServeArgs;
+use crate::limits::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::server::{self, AppState};
@@ -40,6 +41,8 @@ pub struct Options {
     pub drain: Duration,
     /// periodic certificate re-check
     pub cert_recheck: Duration,
+    /// what one client, or many, may hold of the server
+    pub limits: ConnectionLimits,
 }
 
 /// A server that is running.
@@ -94,6 +97,8 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     let drain = options.drain;
     let draining = Arc::clone(&readiness);
     let router = server::router(app);
+    let limits = options.limits;
+    let server_metrics = Arc::clone(&metrics);
     let server = tokio::spawn(async move {
         let stop = async move {
             let _ = stopped.await;
@@ -102,7 +107,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
             tokio::time::sleep(drain).await;
             tracing::info!("closing the listener; finishing in-flight requests");
         };
-        server::serve_tls(listener, tls_config, router, stop).await;
+        server::serve_tls(listener, tls_config, router, limits, server_metrics, stop).await;
     });
     Ok(Running {
         local_addr,
@@ -137,6 +142,7 @@ async fn signal() -> anyhow::Result<&'static str> {
 
 /// Runs `serve` until SIGTERM or SIGINT.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let limits = args.connection_limits();
     let template = template::load(args.template.as_deref())?;
     let state: Arc<dyn StateSource> = if args.state.is_empty() {
         let client = kube::Client::try_default()
@@ -180,6 +186,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         service_names: args.service_dns,
         drain: Duration::from_secs(args.drain_seconds),
         cert_recheck: Duration::from_secs(args.cert_recheck_seconds.max(1)),
+        limits,
     })
     .await?;
     let which = signal().await?;

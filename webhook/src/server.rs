@@ -1,4 +1,5 @@
-//! The HTTPS server: routes, the rustls accept loop and graceful shutdown.
+//! The HTTPS server: routes, the rustls accept loop with its connection cap,
+//! and graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,25 +13,22 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{Admission, BadRequest, Endpoint};
+use crate::connection::{self, ConnectionContext, Protocols};
 use crate::contract;
+use crate::limits::ConnectionLimits;
 use crate::metrics::{Metrics, Verdict};
 use crate::readiness::Readiness;
 
 /// Largest AdmissionReview body accepted: an UPDATE carries object and
 /// oldObject, each up to 3 MiB.
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
-
-/// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long in-flight requests get to finish once the listener is closed.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -124,11 +122,30 @@ async fn metrics(State(app): State<AppState>) -> Response {
 }
 
 /// Serves `router` over TLS on `listener` until `stop` resolves; then stops
-/// accepting and lets in-flight requests finish (up to 30 s).
-pub async fn serve_tls(listener: TcpListener, tls: Arc<ServerConfig>, router: Router, stop: impl Future<Output = ()>) {
-    let acceptor = TlsAcceptor::from(tls);
+/// accepting and lets in-flight requests finish (up to 30 s). Every
+/// connection is held to `limits`; beyond `limits.max_connections` open ones
+/// (TLS handshakes included) a new connection is closed right after accept
+/// and counted in `metrics`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: Router,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
+    stop: impl Future<Output = ()>,
+) {
+    let context = ConnectionContext {
+        acceptor: TlsAcceptor::from(tls),
+        protocols: Arc::new(Protocols::new(&limits)),
+        router,
+        limits,
+        metrics: Arc::clone(&metrics),
+    };
+    // Refusing rather than waiting: a waiting connection would sit in the
+    // kernel's accept queue behind the very connections that fill the cap,
+    // and a client that is refused at once can fail over to another replica.
+    let slots = Arc::new(Semaphore::new(limits.max_connections.min(Semaphore::MAX_PERMITS)));
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
     let mut stop = std::pin::pin!(stop);
     loop {
         tokio::select! {
@@ -141,27 +158,19 @@ pub async fn serve_tls(listener: TcpListener, tls: Arc<ServerConfig>, router: Ro
                         continue;
                     }
                 };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    metrics.connection_refused();
+                    tracing::debug!(%peer, max = limits.max_connections, "connection refused: too many open");
+                    drop(tcp);
+                    continue;
+                };
+                let open = OpenConnection::new(slot, Arc::clone(&metrics));
                 let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(router.clone());
-                let builder = builder.clone();
+                let context = context.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    if let Err(e) = watcher.watch(connection).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    connection::serve(context, tcp, peer, watcher).await;
+                    drop(open);
                 });
             }
             () = &mut stop => break,
@@ -171,6 +180,26 @@ pub async fn serve_tls(listener: TcpListener, tls: Arc<ServerConfig>, router: Ro
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(FINISH_TIMEOUT) => tracing::warn!("in-flight requests did not finish in time"),
+    }
+}
+
+/// One of the capped connection slots, counted in the open-connections gauge
+/// until dropped (also when the connection task panics).
+struct OpenConnection {
+    _slot: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl OpenConnection {
+    fn new(slot: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> OpenConnection {
+        metrics.connection_opened();
+        OpenConnection { _slot: slot, metrics }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.metrics.connection_closed();
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tierguard_webhook::limits::ConnectionLimits;
 use tierguard_webhook::selfsigned::{self, Ca, Issued, Validity};
 use tierguard_webhook::serve::{self, Options, Running};
 use tierguard_webhook::state::files::FileState;
@@ -99,6 +100,11 @@ impl Harness {
     /// A server over the three-tier example plus tests/fixtures/state, with
     /// the built-in template (mode overridden when given).
     pub async fn start(mode: Option<&str>) -> Harness {
+        Harness::start_with_limits(mode, ConnectionLimits::default()).await
+    }
+
+    /// As [`Harness::start`], with these connection limits.
+    pub async fn start_with_limits(mode: Option<&str>, limits: ConnectionLimits) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let ca = selfsigned::generate_ca("tierguard test CA").unwrap();
         let first = ca
@@ -119,6 +125,7 @@ impl Harness {
             service_names: vec![SERVICE_NAME.to_string()],
             drain: Duration::from_millis(200),
             cert_recheck: Duration::from_secs(1),
+            limits,
         })
         .await
         .unwrap();
