@@ -64,6 +64,14 @@ pub struct ServeArgs {
     /// seconds between certificate re-checks (besides file-change events)
     #[arg(long, default_value_t = 10)]
     pub cert_recheck_seconds: u64,
+    /// seconds an admitted NetworkPolicy or Namespace change keeps counting
+    /// in later reviews when the watch never shows it (the API server may
+    /// fail to persist a change after admission); at least the slowest
+    /// validating webhook's timeoutSeconds on those resources plus a few
+    /// seconds, and no more, since until then a lost change still counts
+    #[arg(long, default_value_t = crate::overlay::DEFAULT_EXPIRY.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub overlay_expiry_seconds: u64,
 }
 
 /// The webhook Service's DNS names.
@@ -116,6 +124,8 @@ mod tests {
             ]
         );
         assert_eq!(args.drain_seconds, 5);
+        assert_eq!(args.overlay_expiry_seconds, 15);
+        assert!(Cli::try_parse_from(["tierguard-webhook", "serve", "--overlay-expiry-seconds", "0"]).is_err());
         assert!(Cli::try_parse_from(["tierguard-webhook", "serve", "--tls-cert", "a"]).is_err());
         Ok(())
     }

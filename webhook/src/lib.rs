@@ -4,6 +4,7 @@
 //! - [`server`]: routes, the rustls accept loop, graceful shutdown; [`serve`] wires it up.
 //! - [`tls`]: loading, verifying and hot-reloading the serving certificate.
 //! - [`state`]: the cluster view, from reflectors or from manifest files.
+//! - [`overlay`]: admitted changes not yet in that view, and per-namespace turns.
 //! - [`check`]: the same rules over manifest files, for CI.
 
 pub mod admission;
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod contract;
 pub mod logging;
 pub mod metrics;
+pub mod overlay;
 pub mod readiness;
 pub mod selfsigned;
 pub mod serve;

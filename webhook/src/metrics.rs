@@ -1,5 +1,6 @@
 //! Prometheus metrics: requests by kind, operation and verdict; request
-//! latency; the serving certificate's expiry; refused certificate reloads.
+//! latency; the serving certificate's expiry; refused certificate reloads;
+//! the per-namespace review lock and the overlay of admitted changes.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -57,6 +58,31 @@ pub struct Metrics {
     latency: HistogramFamily,
     cert_expiry: Gauge,
     cert_refused: Counter,
+    overlay: OverlayMetrics,
+}
+
+/// The metrics of the per-namespace review lock and of the overlay of
+/// admitted changes (handles: clones update the same series).
+#[derive(Clone, Debug)]
+pub struct OverlayMetrics {
+    /// seconds a NetworkPolicy review waited for its namespace's turn
+    /// (observed only for reviews that found the namespace busy)
+    pub lock_wait: Histogram,
+    /// changes admitted and not yet seen in the watch
+    pub entries: Gauge,
+    /// changes that expired without the watch ever showing them
+    pub expired: Counter,
+}
+
+impl Default for OverlayMetrics {
+    /// Handles registered nowhere (for an overlay outside a server).
+    fn default() -> Self {
+        OverlayMetrics {
+            lock_wait: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            entries: Gauge::default(),
+            expired: Counter::default(),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -93,13 +119,35 @@ impl Metrics {
             "New serving certificates refused (expired, key mismatch, missing service name, unreadable)",
             cert_refused.clone(),
         );
+        let overlay = OverlayMetrics::default();
+        registry.register(
+            "namespace_lock_wait_seconds",
+            "Time NetworkPolicy reviews waited for an earlier review in the same namespace (only reviews that waited)",
+            overlay.lock_wait.clone(),
+        );
+        registry.register(
+            "overlay_entries",
+            "Admitted changes not yet seen in the watch, which reviews still count",
+            overlay.entries.clone(),
+        );
+        registry.register(
+            "overlay_expired",
+            "Admitted changes dropped from the overlay after its expiry without the watch showing them",
+            overlay.expired.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             cert_expiry,
             cert_refused,
+            overlay,
         }
+    }
+
+    /// The lock and overlay metrics, for the admission handler.
+    pub fn overlay(&self) -> OverlayMetrics {
+        self.overlay.clone()
     }
 
     /// Counts one request.
@@ -157,6 +205,23 @@ mod tests {
         );
         assert!(text.contains(r#"tierguard_webhook_admission_duration_seconds_count{path="/validate"} 1"#));
         assert!(text.contains("tierguard_webhook_certificate_expiry_timestamp_seconds 1900000000"));
+        Ok(())
+    }
+
+    #[test]
+    fn encodes_the_overlay_metrics_through_their_handles() -> Result<(), std::fmt::Error> {
+        let m = Metrics::new();
+        let overlay = m.overlay();
+        overlay.lock_wait.observe(0.002);
+        overlay.entries.set(3);
+        overlay.expired.inc();
+        let text = m.encode()?;
+        assert!(
+            text.contains("tierguard_webhook_namespace_lock_wait_seconds_count 1"),
+            "{text}"
+        );
+        assert!(text.contains("tierguard_webhook_overlay_entries 3"), "{text}");
+        assert!(text.contains("tierguard_webhook_overlay_expired_total 1"), "{text}");
         Ok(())
     }
 }
