@@ -4,6 +4,13 @@
 //! concurrency 1, 16 and 64. Prints p50, p99 and requests/s for both and
 //! the ratio.
 //!
+//! Then the per-namespace review lock: 16 namespaces of 50 policies, 1 and
+//! 16 clients sending to different namespaces or all to one, with dry-run
+//! CREATEs (judged, never recorded: the lock alone) and admitted CREATEs
+//! (recorded in the overlay, so each later review in the namespace reads a
+//! state merged for it); with how many reviews waited for their namespace
+//! and for how long, and what an uncontended turn costs.
+//!
 //! `cargo bench -p tierguard-webhook --bench admission_load`
 //! (`BENCH_SECONDS` sets the measured time per level, default 5).
 
@@ -20,6 +27,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tierguard_webhook::limits::ConnectionLimits;
 use tierguard_webhook::metrics::Metrics;
+use tierguard_webhook::overlay::Overlay;
 use tierguard_webhook::serve::{self, Options};
 use tierguard_webhook::state::files::FileState;
 use tierguard_webhook::tls::{self, CertReloader};
@@ -27,22 +35,32 @@ use tierguard_webhook::{selfsigned, server};
 
 const POLICIES: usize = 50;
 
+/// Namespaces of the lock cases.
+const LOCK_NAMESPACES: usize = 16;
+
 /// A governed namespace with a default-deny (with DNS) and 49 allow policies
 /// that follow the template.
 fn write_state(dir: &Path) -> Value {
-    let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: load}\n");
-    text.push_str(
+    std::fs::write(dir.join("state.yaml"), namespace_text("load")).unwrap();
+    review("load", false)
+}
+
+/// The namespace `namespace` and its policies.
+fn namespace_text(namespace: &str) -> String {
+    let mut text = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n");
+    let _ = write!(
+        text,
         "---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {name: default-deny-all, namespace: load}
+metadata: {{name: default-deny-all, namespace: {namespace}}}
 spec:
-  podSelector: {}
+  podSelector: {{}}
   policyTypes: [Ingress, Egress]
   egress:
-  - to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}, podSelector: {matchLabels: {k8s-app: kube-dns}}}]
-    ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]
-",
+  - to: [{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: kube-system}}}}, podSelector: {{matchLabels: {{k8s-app: kube-dns}}}}}}]
+    ports: [{{protocol: UDP, port: 53}}, {{protocol: TCP, port: 53}}]
+"
     );
     let flows = [
         ("backend", "Ingress", "from", "frontend"),
@@ -61,7 +79,7 @@ spec:
             "---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {{name: p{i:02}, namespace: load}}
+metadata: {{name: p{i:02}, namespace: {namespace}}}
 spec:
   podSelector: {{matchLabels: {{tier: {tier}, app: app{i}}}}}
   policyTypes: [{direction}]
@@ -72,19 +90,23 @@ spec:
             port = 8000 + i
         );
     }
-    std::fs::write(dir.join("state.yaml"), text).unwrap();
-    let object: Value = serde_yaml::from_str(
+    text
+}
+
+/// A CREATE of a policy that follows the template into `namespace`.
+fn review(namespace: &str, dry_run: bool) -> Value {
+    let object: Value = serde_yaml::from_str(&format!(
         "apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {name: new-backend-api, namespace: load}
+metadata: {{name: new-backend-api, namespace: {namespace}}}
 spec:
-  podSelector: {matchLabels: {tier: backend, app: api}}
+  podSelector: {{matchLabels: {{tier: backend, app: api}}}}
   policyTypes: [Ingress]
   ingress:
-  - from: [{podSelector: {matchLabels: {tier: frontend}}}]
-    ports: [{protocol: TCP, port: 9443}]
-",
-    )
+  - from: [{{podSelector: {{matchLabels: {{tier: frontend}}}}}}]
+    ports: [{{protocol: TCP, port: 9443}}]
+"
+    ))
     .unwrap();
     json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -94,12 +116,12 @@ spec:
             "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"},
             "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"},
             "name": "new-backend-api",
-            "namespace": "load",
+            "namespace": namespace,
             "operation": "CREATE",
             "userInfo": {"username": "bench"},
             "object": object,
             "oldObject": null,
-            "dryRun": false
+            "dryRun": dry_run
         }
     })
 }
@@ -111,11 +133,18 @@ struct Stats {
     errors: usize,
 }
 
-async fn run_level(client: &reqwest::Client, url: &str, body: &Bytes, concurrency: usize, duration: Duration) -> Stats {
+/// Client `i` sends `bodies[i % bodies.len()]`.
+async fn run_level(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: &[Bytes],
+    concurrency: usize,
+    duration: Duration,
+) -> Stats {
     let run = |measure: Duration| {
         let tasks: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let (client, url, body) = (client.clone(), url.to_string(), body.clone());
+            .map(|i| {
+                let (client, url, body) = (client.clone(), url.to_string(), bodies[i % bodies.len()].clone());
                 tokio::spawn(async move {
                     let mut latencies = Vec::new();
                     let mut errors = 0;
@@ -262,7 +291,7 @@ async fn main() {
         let hook = run_level(
             &client_for(webhook.local_addr, concurrency),
             &format!("https://localhost:{}/validate", webhook.local_addr.port()),
-            &body,
+            std::slice::from_ref(&body),
             concurrency,
             duration,
         )
@@ -270,7 +299,7 @@ async fn main() {
         let plain = run_level(
             &client_for(echo_addr, concurrency),
             &format!("https://localhost:{}/validate", echo_addr.port()),
-            &body,
+            std::slice::from_ref(&body),
             concurrency,
             duration,
         )
@@ -295,4 +324,108 @@ async fn main() {
     webhook.shutdown().await;
     let _ = echo_stop.send(());
     let _ = echo.await;
+
+    lock_cases(dir.path(), &certs, &client_for, duration, seconds).await;
+}
+
+/// The sum and count of the lock-wait histogram.
+fn lock_waits(metrics: &Metrics) -> (f64, u64) {
+    let text = metrics.encode().unwrap();
+    let read = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("tierguard_webhook_namespace_lock_wait_seconds_{name} ")))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (read("sum"), read("count") as u64)
+}
+
+async fn lock_cases(
+    dir: &Path,
+    certs: &selfsigned::DevCerts,
+    client_for: &impl Fn(std::net::SocketAddr, usize) -> reqwest::Client,
+    duration: Duration,
+    seconds: u64,
+) {
+    let namespaces: Vec<String> = (0..LOCK_NAMESPACES).map(|i| format!("lock-{i:02}")).collect();
+    let text: Vec<String> = namespaces.iter().map(|n| namespace_text(n)).collect();
+    let file = dir.join("lock-state.yaml");
+    std::fs::write(&file, text.join("---\n")).unwrap();
+    let webhook = serve::start(Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        template: tierguard::TierTemplate::built_in(),
+        state: Arc::new(FileState::read(&[file]).unwrap()),
+        cert: certs.cert.clone(),
+        key: certs.key.clone(),
+        service_names: vec!["localhost".to_string()],
+        drain: Duration::ZERO,
+        cert_recheck: Duration::from_secs(60),
+        limits: ConnectionLimits::default(),
+    })
+    .await
+    .unwrap();
+    let url = format!("https://localhost:{}/validate", webhook.local_addr.port());
+
+    // What taking an uncontended turn costs, without HTTP.
+    let overlay = Overlay::default();
+    let turns = 200_000u32;
+    let started = Instant::now();
+    for i in 0..turns {
+        let _turn = overlay.turn(&namespaces[i as usize % LOCK_NAMESPACES]).await;
+    }
+    let per_turn = started.elapsed() / turns;
+
+    println!();
+    println!(
+        "namespace lock: {LOCK_NAMESPACES} namespaces of {POLICIES} policies, NetworkPolicy CREATE, {seconds} s per level; \
+         uncontended turn (no HTTP): {:.0} ns",
+        per_turn.as_secs_f64() * 1e9
+    );
+    println!(
+        "{:>7} | {:>10} | {:>8} | {:>10} {:>10} {:>10} | {:>8} {:>12}",
+        "clients", "namespaces", "request", "p50", "p99", "rps", "waited", "mean wait"
+    );
+    for concurrency in [1, 16] {
+        for spread in [true, false] {
+            for dry_run in [true, false] {
+                let targets = if spread { &namespaces[..] } else { &namespaces[..1] };
+                let bodies: Vec<Bytes> = targets
+                    .iter()
+                    .map(|n| Bytes::from(serde_json::to_vec(&review(n, dry_run)).unwrap()))
+                    .collect();
+                let before = lock_waits(&webhook.metrics);
+                let stats = run_level(
+                    &client_for(webhook.local_addr, concurrency),
+                    &url,
+                    &bodies,
+                    concurrency,
+                    duration,
+                )
+                .await;
+                let after = lock_waits(&webhook.metrics);
+                let waited = after.1 - before.1;
+                let mean_wait = if waited == 0 {
+                    "-".to_string()
+                } else {
+                    ms(Duration::from_secs_f64((after.0 - before.0) / waited as f64))
+                };
+                println!(
+                    "{concurrency:>7} | {:>10} | {:>8} | {:>10} {:>10} {:>10.0} | {:>8} {:>12}{}",
+                    if spread { "different" } else { "one" },
+                    if dry_run { "dry run" } else { "admitted" },
+                    ms(stats.p50),
+                    ms(stats.p99),
+                    stats.rps,
+                    waited,
+                    mean_wait,
+                    if stats.errors > 0 {
+                        format!("  ({} errors)", stats.errors)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    webhook.shutdown().await;
 }

@@ -1,5 +1,7 @@
 //! AdmissionReview in, AdmissionReview out: reads the request, asks the
 //! guardrails, applies the template's mode and builds the response.
+//! NetworkPolicy reviews take turns per namespace and are judged against the
+//! cached state plus the changes admitted before them ([`crate::overlay`]).
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use tierguard::guardrails::{self, Operation, Review};
 use tierguard::template::{Mode, TierTemplate};
 
 use crate::metrics::Verdict;
+use crate::overlay::Overlay;
 use crate::state::{StateSource, policy_namespace};
 
 /// The user the namespace controller deletes as; its deletes are always admitted.
@@ -65,6 +68,7 @@ pub struct Outcome {
 pub struct Admission {
     template: Arc<TierTemplate>,
     state: Arc<dyn StateSource>,
+    overlay: Arc<Overlay>,
 }
 
 impl std::fmt::Debug for Admission {
@@ -89,6 +93,11 @@ impl Decision {
             warnings: Vec::new(),
             patch: None,
         }
+    }
+
+    /// Whether the request goes through (possibly with warnings or a patch).
+    fn admits(&self) -> bool {
+        self.denial.is_none()
     }
 
     fn invalid(message: String) -> Decision {
@@ -176,9 +185,24 @@ fn guardrail_operation(op: &admission::Operation) -> Option<Operation> {
 }
 
 impl Admission {
-    /// An admission handler over a template and a state source.
+    /// An admission handler over a template and a state source, with an
+    /// overlay of the default expiry whose metrics are registered nowhere.
     pub fn new(template: Arc<TierTemplate>, state: Arc<dyn StateSource>) -> Admission {
-        Admission { template, state }
+        Admission::with_overlay(template, state, Arc::new(Overlay::default()))
+    }
+
+    /// An admission handler that records admitted changes in `overlay`.
+    pub fn with_overlay(template: Arc<TierTemplate>, state: Arc<dyn StateSource>, overlay: Arc<Overlay>) -> Admission {
+        Admission {
+            template,
+            state,
+            overlay,
+        }
+    }
+
+    /// The overlay of admitted changes.
+    pub fn overlay(&self) -> &Arc<Overlay> {
+        &self.overlay
     }
 
     /// The template in use.
@@ -191,8 +215,9 @@ impl Admission {
         self.state.is_synced()
     }
 
-    /// Answers one AdmissionReview body.
-    pub fn handle(&self, endpoint: Endpoint, body: &[u8]) -> Result<Outcome, BadRequest> {
+    /// Answers one AdmissionReview body. A NetworkPolicy review waits while
+    /// another review in its namespace is being judged (never on the API server).
+    pub async fn handle(&self, endpoint: Endpoint, body: &[u8]) -> Result<Outcome, BadRequest> {
         let review: AdmissionReview<DynamicObject> =
             serde_json::from_slice(body).map_err(|e| BadRequest::Malformed(e.to_string()))?;
         if review.types.api_version != admission::META_API_VERSION_V1 {
@@ -204,7 +229,7 @@ impl Admission {
         let request: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| BadRequest::MissingRequest)?;
         let kind = request.kind.kind.clone();
         let operation = operation_name(&request.operation).to_string();
-        let decision = self.decide(endpoint, &request);
+        let decision = self.decide(endpoint, &request).await;
         let verdict = decision.verdict;
         let response = respond(&request, decision)?;
         Ok(Outcome {
@@ -215,20 +240,20 @@ impl Admission {
         })
     }
 
-    fn decide(&self, endpoint: Endpoint, request: &AdmissionRequest<DynamicObject>) -> Decision {
+    async fn decide(&self, endpoint: Endpoint, request: &AdmissionRequest<DynamicObject>) -> Decision {
         let Some(operation) = guardrail_operation(&request.operation) else {
             return Decision::allow();
         };
         let gvk = &request.kind;
         match (endpoint, gvk.group.as_str(), gvk.kind.as_str()) {
-            (Endpoint::Validate, "networking.k8s.io", "NetworkPolicy") => self.network_policy(request, operation),
+            (Endpoint::Validate, "networking.k8s.io", "NetworkPolicy") => self.network_policy(request, operation).await,
             (Endpoint::Validate, "", "Namespace") => self.validate_namespace(request, operation),
             (Endpoint::Mutate, "", "Namespace") => self.mutate_namespace(request, operation),
             _ => Decision::allow(),
         }
     }
 
-    fn network_policy(&self, request: &AdmissionRequest<DynamicObject>, operation: Operation) -> Decision {
+    async fn network_policy(&self, request: &AdmissionRequest<DynamicObject>, operation: Operation) -> Decision {
         let read = |object, field| -> Result<Option<NetworkPolicy>, String> {
             let np: Option<NetworkPolicy> = typed(object, field, "NetworkPolicy")?;
             Ok(np.map(|mut np| {
@@ -252,14 +277,20 @@ impl Admission {
             .or_else(|| request.namespace.clone())
             .unwrap_or_default();
         let what = format!("NetworkPolicy {namespace}/{}", request.name);
-        let snapshot = self.state.snapshot();
         if operation == Operation::Delete {
-            if request.user_info.username.as_deref() == Some(NAMESPACE_CONTROLLER) {
-                tracing::debug!(object = %what, "delete by the namespace controller: admitted");
-                return Decision::allow();
-            }
-            if snapshot.terminating.contains(&namespace) {
-                tracing::debug!(object = %what, "delete in a terminating namespace: admitted");
+            let snapshot = self.state.snapshot();
+            let by_cluster = if request.user_info.username.as_deref() == Some(NAMESPACE_CONTROLLER) {
+                Some("delete by the namespace controller: admitted")
+            } else if snapshot.terminating.contains(&namespace) {
+                Some("delete in a terminating namespace: admitted")
+            } else {
+                None
+            };
+            if let Some(why) = by_cluster {
+                tracing::debug!(object = %what, "{why}");
+                if !request.dry_run {
+                    self.overlay.admit_policy(&snapshot, operation, old.as_ref(), None);
+                }
                 return Decision::allow();
             }
         }
@@ -272,11 +303,18 @@ impl Admission {
         if let Some(field) = missing {
             return Decision::invalid(format!("{field} is required for {operation:?} of a NetworkPolicy"));
         }
-        // The snapshot's policies are parsed already: only the change is parsed here.
-        let review = snapshot
-            .policy
-            .review_network_policy(&self.template, operation, old.as_ref(), new.as_ref());
-        judge(self.template.mode, review, &what)
+        // Held until the verdict is recorded: the next review in this
+        // namespace is judged with this change counted.
+        let _turn = self.overlay.turn(&namespace).await;
+        let view = self.overlay.view(self.state.as_ref(), &namespace);
+        let review = view.review_network_policy(&self.template, operation, old.as_ref(), new.as_ref());
+        let decision = judge(self.template.mode, review, &what);
+        // Warn and audit modes admit too: what they let through counts.
+        if decision.admits() && !request.dry_run {
+            self.overlay
+                .admit_policy(view.snapshot(), operation, old.as_ref(), new.as_ref());
+        }
+        decision
     }
 
     fn namespaces(&self, request: &AdmissionRequest<DynamicObject>) -> Result<(Option<Namespace>, Namespace), String> {
@@ -293,7 +331,12 @@ impl Admission {
         match self.namespaces(request) {
             Ok((old, new)) => {
                 let review = guardrails::review_namespace(&self.template, operation, old.as_ref(), &new);
-                judge(self.template.mode, review, &format!("Namespace {}", request.name))
+                let decision = judge(self.template.mode, review, &format!("Namespace {}", request.name));
+                // Validation sees the labels after mutation, as they are stored.
+                if decision.admits() && !request.dry_run {
+                    self.overlay.admit_namespace(self.state.as_ref(), old.as_ref(), &new);
+                }
+                decision
             }
             Err(e) => Decision::invalid(e),
         }

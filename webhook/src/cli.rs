@@ -104,6 +104,14 @@ pub struct ServeArgs {
     /// HTTP/2 streams the server may reset for a client's protocol errors, before it sends a GOAWAY
     #[arg(long, default_value_t = limits::DEFAULT_HTTP2_MAX_LOCAL_ERROR_RESETS, env = "TIERGUARD_HTTP2_MAX_LOCAL_ERROR_RESETS")]
     pub http2_max_local_error_resets: usize,
+    /// seconds an admitted NetworkPolicy or Namespace change keeps counting
+    /// in later reviews when the watch never shows it (the API server may
+    /// fail to persist a change after admission); at least the slowest
+    /// validating webhook's timeoutSeconds on those resources plus a few
+    /// seconds, and no more, since until then a lost change still counts
+    #[arg(long, default_value_t = crate::overlay::DEFAULT_EXPIRY.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub overlay_expiry_seconds: u64,
 }
 
 impl ServeArgs {
@@ -175,6 +183,8 @@ mod tests {
         );
         assert_eq!(args.drain_seconds, 5);
         assert_eq!(args.connection_limits(), ConnectionLimits::default());
+        assert_eq!(args.overlay_expiry_seconds, 15);
+        assert!(Cli::try_parse_from(["tierguard-webhook", "serve", "--overlay-expiry-seconds", "0"]).is_err());
         assert!(Cli::try_parse_from(["tierguard-webhook", "serve", "--tls-cert", "a"]).is_err());
         Ok(())
     }

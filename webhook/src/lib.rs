@@ -5,6 +5,7 @@
 //! - [`limits`], [`connection`]: what a client may hold of the server, and one connection served under it.
 //! - [`tls`]: loading, verifying and hot-reloading the serving certificate.
 //! - [`state`]: the cluster view, from reflectors or from manifest files.
+//! - [`overlay`]: admitted changes not yet in that view, and per-namespace turns.
 //! - [`check`]: the same rules over manifest files, for CI.
 
 pub mod admission;
@@ -15,6 +16,7 @@ pub mod contract;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod overlay;
 pub mod readiness;
 pub mod selfsigned;
 pub mod serve;

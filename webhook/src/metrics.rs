@@ -1,6 +1,7 @@
 //! Prometheus metrics: requests by kind, operation and verdict; request
 //! latency; the serving certificate's expiry; refused certificate reloads;
-//! open, refused and timed-out connections.
+//! open, refused and timed-out connections; the per-namespace review lock
+//! and the overlay of admitted changes.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -99,6 +100,31 @@ pub struct Metrics {
     open_connections: Gauge,
     refused_connections: Counter,
     timeouts: Family<TimeoutLabels, Counter>,
+    overlay: OverlayMetrics,
+}
+
+/// The metrics of the per-namespace review lock and of the overlay of
+/// admitted changes (handles: clones update the same series).
+#[derive(Clone, Debug)]
+pub struct OverlayMetrics {
+    /// seconds a NetworkPolicy review waited for its namespace's turn
+    /// (observed only for reviews that found the namespace busy)
+    pub lock_wait: Histogram,
+    /// changes admitted and not yet seen in the watch
+    pub entries: Gauge,
+    /// changes that expired without the watch ever showing them
+    pub expired: Counter,
+}
+
+impl Default for OverlayMetrics {
+    /// Handles registered nowhere (for an overlay outside a server).
+    fn default() -> Self {
+        OverlayMetrics {
+            lock_wait: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            entries: Gauge::default(),
+            expired: Counter::default(),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -157,6 +183,22 @@ impl Metrics {
             "Connections (or, for body, requests) cut by a timeout, by which timeout",
             timeouts.clone(),
         );
+        let overlay = OverlayMetrics::default();
+        registry.register(
+            "namespace_lock_wait_seconds",
+            "Time NetworkPolicy reviews waited for an earlier review in the same namespace (only reviews that waited)",
+            overlay.lock_wait.clone(),
+        );
+        registry.register(
+            "overlay_entries",
+            "Admitted changes not yet seen in the watch, which reviews still count",
+            overlay.entries.clone(),
+        );
+        registry.register(
+            "overlay_expired",
+            "Admitted changes dropped from the overlay after its expiry without the watch showing them",
+            overlay.expired.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -166,7 +208,13 @@ impl Metrics {
             open_connections,
             refused_connections,
             timeouts,
+            overlay,
         }
+    }
+
+    /// The lock and overlay metrics, for the admission handler.
+    pub fn overlay(&self) -> OverlayMetrics {
+        self.overlay.clone()
     }
 
     /// Counts one request.
@@ -292,6 +340,23 @@ mod tests {
             (m.open_connections(), m.refused_connections(), m.timeouts(Timeout::Idle)),
             (1, 1, 2)
         );
+        Ok(())
+    }
+
+    #[test]
+    fn encodes_the_overlay_metrics_through_their_handles() -> Result<(), std::fmt::Error> {
+        let m = Metrics::new();
+        let overlay = m.overlay();
+        overlay.lock_wait.observe(0.002);
+        overlay.entries.set(3);
+        overlay.expired.inc();
+        let text = m.encode()?;
+        assert!(
+            text.contains("tierguard_webhook_namespace_lock_wait_seconds_count 1"),
+            "{text}"
+        );
+        assert!(text.contains("tierguard_webhook_overlay_entries 3"), "{text}");
+        assert!(text.contains("tierguard_webhook_overlay_expired_total 1"), "{text}");
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use crate::admission::Admission;
 use crate::cli::ServeArgs;
 use crate::limits::ConnectionLimits;
 use crate::metrics::Metrics;
+use crate::overlay::{self, Overlay, SystemClock};
 use crate::readiness::Readiness;
 use crate::server::{self, AppState};
 use crate::state::StateSource;
@@ -45,6 +46,24 @@ pub struct Options {
     pub limits: ConnectionLimits,
 }
 
+/// How the overlay of admitted changes behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct OverlayOptions {
+    /// how long an admitted change counts without the watch showing it
+    pub expiry: Duration,
+}
+
+impl Default for OverlayOptions {
+    fn default() -> Self {
+        OverlayOptions {
+            expiry: overlay::DEFAULT_EXPIRY,
+        }
+    }
+}
+
+/// How often the overlay is settled besides at each review.
+const OVERLAY_SWEEP: Duration = Duration::from_secs(1);
+
 /// A server that is running.
 pub struct Running {
     /// the address it listens on
@@ -58,6 +77,7 @@ pub struct Running {
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
     cert_watch: JoinHandle<()>,
+    overlay_sweep: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Running {
@@ -66,8 +86,13 @@ impl std::fmt::Debug for Running {
     }
 }
 
-/// Binds and starts serving.
+/// Binds and starts serving, with the default overlay options.
 pub async fn start(options: Options) -> anyhow::Result<Running> {
+    start_with(options, OverlayOptions::default()).await
+}
+
+/// Binds and starts serving.
+pub async fn start_with(options: Options, overlay_options: OverlayOptions) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let cert = Arc::new(CertReloader::new(
         options.cert,
@@ -81,7 +106,17 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         .context("watching the certificate folder")?;
     let readiness = Arc::new(Readiness::new(Arc::clone(&options.state), Some(Arc::clone(&cert))));
     let mode = options.template.mode;
-    let admission = Arc::new(Admission::new(Arc::new(options.template), options.state));
+    let overlay = Arc::new(Overlay::new(
+        overlay_options.expiry,
+        Arc::new(SystemClock),
+        metrics.overlay(),
+    ));
+    let overlay_sweep = Arc::clone(&overlay).spawn_sweeper(Arc::clone(&options.state), OVERLAY_SWEEP);
+    let admission = Arc::new(Admission::with_overlay(
+        Arc::new(options.template),
+        options.state,
+        overlay,
+    ));
     readiness.template_loaded();
     let tls_config = Arc::new(tls::server_config(cert.resolver()).context("building the TLS configuration")?);
     let (listener, local_addr) = server::bind(options.listen)
@@ -117,6 +152,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         stop,
         server,
         cert_watch,
+        overlay_sweep,
     })
 }
 
@@ -128,6 +164,7 @@ impl Running {
             tracing::error!(error = %e, "server task failed");
         }
         self.cert_watch.abort();
+        self.overlay_sweep.abort();
     }
 }
 
@@ -177,7 +214,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             (certs.cert, certs.key)
         }
     };
-    let running = start(Options {
+    let options = Options {
         listen: args.listen,
         template,
         state,
@@ -187,8 +224,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         drain: Duration::from_secs(args.drain_seconds),
         cert_recheck: Duration::from_secs(args.cert_recheck_seconds.max(1)),
         limits,
-    })
-    .await?;
+    };
+    let overlay_options = OverlayOptions {
+        expiry: Duration::from_secs(args.overlay_expiry_seconds),
+    };
+    let running = start_with(options, overlay_options).await?;
     let which = signal().await?;
     tracing::info!(signal = which, "shutting down");
     running.shutdown().await;

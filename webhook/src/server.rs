@@ -57,18 +57,19 @@ pub fn router(app: AppState) -> Router {
 }
 
 async fn validate(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    review(&app, Endpoint::Validate, contract::VALIDATE_PATH, body)
+    review(&app, Endpoint::Validate, contract::VALIDATE_PATH, body).await
 }
 
 async fn mutate(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    review(&app, Endpoint::Mutate, contract::MUTATE_PATH, body)
+    review(&app, Endpoint::Mutate, contract::MUTATE_PATH, body).await
 }
 
-fn review(app: &AppState, endpoint: Endpoint, path: &str, body: Result<Bytes, BytesRejection>) -> Response {
+async fn review(app: &AppState, endpoint: Endpoint, path: &str, body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();
-    let result = body
-        .map_err(|rejection| BadRequest::Body(rejection.body_text()))
-        .and_then(|body| app.admission.handle(endpoint, &body));
+    let result = match body {
+        Ok(body) => app.admission.handle(endpoint, &body).await,
+        Err(rejection) => Err(BadRequest::Body(rejection.body_text())),
+    };
     let response = match result {
         Ok(outcome) => {
             app.metrics.count(&outcome.kind, &outcome.operation, outcome.verdict);

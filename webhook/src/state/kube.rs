@@ -4,7 +4,7 @@
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use anyhow::bail;
 use futures::StreamExt;
@@ -31,6 +31,8 @@ pub struct KubeState {
     generation: Arc<AtomicU64>,
     synced: Arc<AtomicBool>,
     cache: RwLock<(u64, Arc<Snapshot>)>,
+    /// held while a snapshot is built (see `snapshot`)
+    build: Mutex<()>,
 }
 
 impl Debug for KubeState {
@@ -113,6 +115,7 @@ impl KubeState {
             generation,
             synced,
             cache: RwLock::new((0, Arc::new(Snapshot::default()))),
+            build: Mutex::new(()),
         }))
     }
 }
@@ -125,15 +128,26 @@ impl StateSource for KubeState {
         {
             return Arc::clone(&cache.1);
         }
+        // One build at a time, each cached before the next starts: a
+        // snapshot handed out is never older than one handed out before it.
+        // Concurrent builds could break that (a store changes before its
+        // generation moves, so two builds of one generation may differ), and
+        // the overlay of admitted changes relies on it when it drops a change
+        // that a snapshot shows.
+        let _build = self.build.lock().unwrap_or_else(PoisonError::into_inner);
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Ok(cache) = self.cache.read()
+            && cache.0 >= generation
+        {
+            return Arc::clone(&cache.1);
+        }
         let namespaces = self.namespaces.state();
         let policies = self.policies.state();
         let snapshot = Arc::new(Snapshot::build(
             namespaces.iter().map(|n| n.as_ref()),
             policies.iter().map(|p| p.as_ref()),
         ));
-        if let Ok(mut cache) = self.cache.write()
-            && cache.0 < generation
-        {
+        if let Ok(mut cache) = self.cache.write() {
             *cache = (generation, Arc::clone(&snapshot));
         }
         snapshot

@@ -6,7 +6,7 @@
 pub mod files;
 pub mod kube;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -22,6 +22,10 @@ pub struct Snapshot {
     pub policy: PreparedState,
     /// namespaces with a `deletionTimestamp` or in phase `Terminating`
     pub terminating: BTreeSet<String>,
+    /// every Namespace object by name, with its resourceVersion (the
+    /// overlay of admitted changes reads it to tell when the watch has
+    /// shown a namespace change)
+    pub namespace_versions: BTreeMap<String, Option<String>>,
 }
 
 impl Snapshot {
@@ -34,6 +38,7 @@ impl Snapshot {
     ) -> Snapshot {
         let mut state = PolicyState::default();
         let mut terminating = BTreeSet::new();
+        let mut namespace_versions = BTreeMap::new();
         for ns in namespaces {
             let Some(name) = ns.metadata.name.clone() else {
                 continue;
@@ -41,6 +46,7 @@ impl Snapshot {
             if is_terminating(ns) {
                 terminating.insert(name.clone());
             }
+            namespace_versions.insert(name.clone(), ns.metadata.resource_version.clone());
             state.namespaces.insert(name, namespace_labels(ns));
         }
         for np in policies {
@@ -55,6 +61,7 @@ impl Snapshot {
         Snapshot {
             policy: PreparedState::new(state),
             terminating,
+            namespace_versions,
         }
     }
 }
@@ -139,5 +146,10 @@ mod tests {
         assert!(s.policy.namespaces.contains_key("other"));
         assert!(s.policy.policies.contains_key(&("other".to_string(), "p".to_string())));
         assert_eq!(s.terminating.iter().collect::<Vec<_>>(), vec!["leaving"]);
+        assert_eq!(
+            s.namespace_versions.keys().collect::<Vec<_>>(),
+            vec!["leaving", "shop"],
+            "only Namespace objects have versions"
+        );
     }
 }
