@@ -71,6 +71,17 @@ impl DnsTarget {
         (self.names.get(&protocol).is_some_and(|n| n == name)).then_some(NAMED_DNS_PORT)
     }
 
+    /// For a message about `protocol`/`port`: when the template names a DNS
+    /// port of that protocol but `port` is not 53, why the name does not help.
+    pub fn by_number_hint(&self, protocol: Protocol, port: u16) -> String {
+        match self.names.get(&protocol) {
+            Some(name) if port != NAMED_DNS_PORT => format!(
+                " (the named port {name} means {NAMED_DNS_PORT} on the DNS pods: allow {protocol}/{port} by number)"
+            ),
+            _ => String::new(),
+        }
+    }
+
     /// Whether `protocol`/`port` is one of the configured DNS ports.
     fn is_configured(&self, protocol: Protocol, port: u16) -> bool {
         self.ports.iter().any(|&(p, n)| p == protocol && n == port)
