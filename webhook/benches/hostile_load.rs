@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject as _;
 use serde_json::Value;
 use tierguard_webhook::limits;
 use tierguard_webhook::selfsigned;
@@ -80,7 +81,8 @@ fn ms(d: Duration) -> String {
 
 fn connector(ca: &Path) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut std::fs::read(ca).unwrap().as_slice()) {
+    let pem = std::fs::read(ca).unwrap();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert.unwrap()).unwrap();
     }
     let mut config = rustls::ClientConfig::builder_with_provider(tierguard_webhook::tls::provider())

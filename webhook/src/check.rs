@@ -1,12 +1,14 @@
 //! `check`: the guardrails over manifest files, for CI. Every violation of
-//! the state the manifests describe, grouped by namespace.
+//! the state the manifests describe, grouped by namespace, and as warnings
+//! the structure problems of policies in namespaces the template does not
+//! govern (the webhook admits those with the same warnings).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde::Serialize;
-use tierguard::guardrails::{RuleId, Violation, ViolationKey};
+use tierguard::guardrails::{RuleId, StateAudit, Violation, ViolationKey};
 use tierguard::template::TierTemplate;
 
 use crate::state::files::{self, LoadError};
@@ -22,6 +24,9 @@ pub struct Report {
     pub policies: usize,
     /// violations by namespace (namespaces without any are left out)
     pub violations: BTreeMap<String, Vec<Violation>>,
+    /// warnings (R4 in ungoverned namespaces) by namespace (namespaces
+    /// without any are left out)
+    pub warnings: BTreeMap<String, Vec<Violation>>,
 }
 
 impl Report {
@@ -30,7 +35,12 @@ impl Report {
         self.violations.values().map(Vec::len).sum()
     }
 
-    /// Whether nothing is wrong.
+    /// Number of warnings.
+    pub fn total_warnings(&self) -> usize {
+        self.warnings.values().map(Vec::len).sum()
+    }
+
+    /// Whether the manifests pass: no violations (warnings do not fail them).
     pub fn is_clean(&self) -> bool {
         self.total() == 0
     }
@@ -40,13 +50,13 @@ impl Report {
 pub fn check(template: &TierTemplate, paths: &[PathBuf]) -> Result<Report, LoadError> {
     let loaded = files::load(paths)?;
     let snapshot = loaded.snapshot();
-    let mut violations = snapshot.policy.state_violations(template);
-    violations.retain(|_, v| !v.is_empty());
+    let StateAudit { violations, warnings } = snapshot.policy.audit_state(template);
     Ok(Report {
         files: loaded.files,
         namespaces: snapshot.policy.namespaces.len(),
         policies: snapshot.policy.policies.len(),
         violations,
+        warnings,
     })
 }
 
@@ -61,10 +71,24 @@ fn plural(n: usize, word: &str) -> String {
 /// The report for a person.
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
-    for (namespace, violations) in &report.violations {
-        let _ = writeln!(out, "namespace {namespace}: {}", plural(violations.len(), "violation"));
+    let namespaces: BTreeSet<&String> = report.violations.keys().chain(report.warnings.keys()).collect();
+    let none = Vec::new();
+    for namespace in namespaces {
+        let violations = report.violations.get(namespace).unwrap_or(&none);
+        let warnings = report.warnings.get(namespace).unwrap_or(&none);
+        let mut counts = Vec::new();
+        if !violations.is_empty() {
+            counts.push(plural(violations.len(), "violation"));
+        }
+        if !warnings.is_empty() {
+            counts.push(plural(warnings.len(), "warning"));
+        }
+        let _ = writeln!(out, "namespace {namespace}: {}", counts.join(", "));
         for v in violations {
             let _ = writeln!(out, "  {} {}", v.rule(), v.message);
+        }
+        for w in warnings {
+            let _ = writeln!(out, "  {} warning: {}", w.rule(), w.message);
         }
         out.push('\n');
     }
@@ -74,12 +98,21 @@ pub fn render_text(report: &Report) -> String {
         plural(report.namespaces, "namespace"),
         plural(report.policies, "NetworkPolicy").replace("NetworkPolicys", "NetworkPolicies")
     );
+    let warnings = if report.warnings.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", {} in {}",
+            plural(report.total_warnings(), "warning"),
+            plural(report.warnings.len(), "namespace")
+        )
+    };
     if report.is_clean() {
-        let _ = writeln!(out, "ok: no violations ({summary})");
+        let _ = writeln!(out, "ok: no violations{warnings} ({summary})");
     } else {
         let _ = writeln!(
             out,
-            "{} in {} ({summary})",
+            "{} in {}{warnings} ({summary})",
             plural(report.total(), "violation"),
             plural(report.violations.len(), "namespace")
         );
@@ -103,6 +136,26 @@ struct JsonReport<'a> {
     namespaces: usize,
     network_policies: usize,
     violations: BTreeMap<&'a str, Vec<JsonViolation<'a>>>,
+    total_warnings: usize,
+    warnings: BTreeMap<&'a str, Vec<JsonViolation<'a>>>,
+}
+
+fn json_entries(by_namespace: &BTreeMap<String, Vec<Violation>>) -> BTreeMap<&str, Vec<JsonViolation<'_>>> {
+    by_namespace
+        .iter()
+        .map(|(ns, vs)| {
+            (
+                ns.as_str(),
+                vs.iter()
+                    .map(|v| JsonViolation {
+                        rule: v.rule(),
+                        message: &v.message,
+                        key: &v.key,
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
 }
 
 /// The report for tools.
@@ -113,22 +166,9 @@ pub fn render_json(report: &Report) -> Result<String, serde_json::Error> {
         files: report.files.iter().map(|f| f.display().to_string()).collect(),
         namespaces: report.namespaces,
         network_policies: report.policies,
-        violations: report
-            .violations
-            .iter()
-            .map(|(ns, vs)| {
-                (
-                    ns.as_str(),
-                    vs.iter()
-                        .map(|v| JsonViolation {
-                            rule: v.rule(),
-                            message: &v.message,
-                            key: &v.key,
-                        })
-                        .collect(),
-                )
-            })
-            .collect(),
+        violations: json_entries(&report.violations),
+        total_warnings: report.total_warnings(),
+        warnings: json_entries(&report.warnings),
     };
     serde_json::to_string_pretty(&json)
 }

@@ -1,5 +1,6 @@
 //! `check` over the shipped examples: the three-tier example passes, each
-//! broken variant fails with its rule id; bad input exits 2.
+//! broken variant fails with its rule id; bad input exits 2; structure
+//! problems in ungoverned namespaces are warnings that do not fail the check.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -95,4 +96,79 @@ fn unreadable_input_and_bad_templates_exit_2() {
     let (code, _, stderr) = check(&["--template", template.to_str().unwrap(), "deploy/examples/three-tier"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("tiers.web.ingressFrom[0]"), "{stderr}");
+}
+
+const UNGOVERNED_BROKEN: &str = "webhook/tests/fixtures/check/ungoverned-broken.yaml";
+
+#[test]
+fn structure_problems_in_ungoverned_namespaces_are_warnings() {
+    let (code, stdout, stderr) = check(&[UNGOVERNED_BROKEN]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "namespace kube-public: 1 warning", "{stdout}");
+    assert!(
+        lines[1].starts_with(
+            "  R4 warning: policy broken in namespace kube-public: spec.egress[0].to[0].ipBlock.cidr \"10.0.0.0/33\" is not a valid CIDR"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some("ok: no violations, 1 warning in 1 namespace (1 file, 1 namespace, 1 NetworkPolicy)"),
+        "{stdout}"
+    );
+
+    let (code, stdout, _) = check(&["--output", "json", UNGOVERNED_BROKEN]);
+    assert_eq!(code, 0, "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["total"], 0);
+    assert_eq!(json["violations"], serde_json::json!({}));
+    assert_eq!(json["totalWarnings"], 1);
+    let warnings = json["warnings"]["kube-public"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{stdout}");
+    assert_eq!(warnings[0]["rule"], "R4");
+    assert_eq!(
+        warnings[0]["key"]["Structure"]["field"],
+        "spec.egress[0].to[0].ipBlock.cidr"
+    );
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("policy broken in namespace kube-public:"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn warnings_and_violations_together_fail_and_show_both() {
+    let bad = "deploy/examples/three-tier-bad/r4-except-outside-cidr";
+    let (code, stdout, stderr) = check(&[bad, UNGOVERNED_BROKEN]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("namespace kube-public: 1 warning\n  R4 warning: policy broken"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("namespace shop-r4: 1 violation\n  R4 policy "),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("1 violation in 1 namespace, 1 warning in 1 namespace (7 files, "),
+        "{stdout}"
+    );
+
+    let (code, stdout, _) = check(&["--output", "json", bad, UNGOVERNED_BROKEN]);
+    assert_eq!(code, 1, "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["total"], 1);
+    assert_eq!(json["totalWarnings"], 1);
+    assert_eq!(json["violations"]["shop-r4"][0]["rule"], "R4");
+    assert_eq!(json["warnings"]["kube-public"][0]["rule"], "R4");
 }

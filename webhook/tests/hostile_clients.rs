@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject as _;
 use serde_json::Value;
 use support::{Harness, Req, SERVICE_NAME, yaml};
 use tierguard_webhook::limits::ConnectionLimits;
@@ -61,7 +62,7 @@ fn assert_closed_by(what: &str, elapsed: Duration, timeout: Duration) {
 
 fn connector(ca_pem: &str, alpn: &[u8]) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let mut config = rustls::ClientConfig::builder_with_provider(tierguard_webhook::tls::provider())

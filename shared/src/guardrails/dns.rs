@@ -12,6 +12,11 @@ use crate::template::TierTemplate;
 use super::PolicyState;
 use super::context::effective_labels;
 
+/// The number a `dns.portNames` name resolves to on the DNS pods. CoreDNS
+/// names its port 53 `dns` (UDP) and `dns-tcp` (TCP); a port the template
+/// adds beyond 53 has no name there and is reached by number only.
+const NAMED_DNS_PORT: u16 = 53;
+
 /// The DNS service as the template describes it, prepared for matching.
 pub(crate) struct DnsTarget {
     /// namespace of the DNS pods
@@ -59,9 +64,27 @@ impl DnsTarget {
         }
     }
 
-    /// Whether `name` is the DNS pods' name for a DNS port of `protocol`.
-    fn is_dns_name(&self, protocol: Protocol, name: &str) -> bool {
-        self.names.get(&protocol).is_some_and(|n| n == name) && self.ports.iter().any(|(p, _)| *p == protocol)
+    /// The port `name` resolves to on the DNS pods for `protocol`: 53 when it
+    /// is the template's DNS name for that protocol, nothing otherwise (a DNS
+    /// name used with another protocol names no port there).
+    fn resolve_name(&self, protocol: Protocol, name: &str) -> Option<u16> {
+        (self.names.get(&protocol).is_some_and(|n| n == name)).then_some(NAMED_DNS_PORT)
+    }
+
+    /// For a message about `protocol`/`port`: when the template names a DNS
+    /// port of that protocol but `port` is not 53, why the name does not help.
+    pub fn by_number_hint(&self, protocol: Protocol, port: u16) -> String {
+        match self.names.get(&protocol) {
+            Some(name) if port != NAMED_DNS_PORT => format!(
+                " (the named port {name} means {NAMED_DNS_PORT} on the DNS pods: allow {protocol}/{port} by number)"
+            ),
+            _ => String::new(),
+        }
+    }
+
+    /// Whether `protocol`/`port` is one of the configured DNS ports.
+    fn is_configured(&self, protocol: Protocol, port: u16) -> bool {
+        self.ports.iter().any(|&(p, n)| p == protocol && n == port)
     }
 
     /// Whether a port entry allows `protocol`/`port` on a DNS pod.
@@ -70,21 +93,20 @@ impl DnsTarget {
             && match &entry.port {
                 PortMatch::All => true,
                 PortMatch::Range { start, end } => (*start..=*end).contains(&port),
-                PortMatch::Named(name) => self.is_dns_name(protocol, name),
+                PortMatch::Named(name) => self.resolve_name(protocol, name) == Some(port),
             }
     }
 
-    /// Whether a port entry allows nothing but DNS ports (the R3 exemption):
-    /// an endPort range only when every port in it is a DNS port.
+    /// Whether a port entry allows nothing but configured DNS ports (the R3
+    /// exemption): an endPort range only when every port in it is one, a
+    /// named port only when the port it resolves to on the DNS pods is one.
     pub fn is_dns_port(&self, entry: &PolicyPort) -> bool {
         match &entry.port {
             PortMatch::All => false,
-            PortMatch::Range { start, end } => (*start..=*end).all(|p| {
-                self.ports
-                    .iter()
-                    .any(|(proto, dp)| *proto == entry.protocol && *dp == p)
-            }),
-            PortMatch::Named(name) => self.is_dns_name(entry.protocol, name),
+            PortMatch::Range { start, end } => (*start..=*end).all(|p| self.is_configured(entry.protocol, p)),
+            PortMatch::Named(name) => self
+                .resolve_name(entry.protocol, name)
+                .is_some_and(|p| self.is_configured(entry.protocol, p)),
         }
     }
 

@@ -82,9 +82,13 @@ pub(crate) fn dns_violations(
                         .join(" and ");
                     format!(
                         "policy {} would drop DNS for {pods} in namespace {namespace}: no egress rule allows \
-                         {protocol}/{port} to {}; add an egress rule to {} on {all_ports} in {} or in another \
+                         {protocol}/{port} to {}{}; add an egress rule to {} on {all_ports} in {} or in another \
                          policy that selects all of these pods",
-                        p.name, ctx.dns.description, ctx.dns.description, p.name
+                        p.name,
+                        ctx.dns.description,
+                        ctx.dns.by_number_hint(protocol, port),
+                        ctx.dns.description,
+                        p.name
                     )
                 });
             }

@@ -216,6 +216,48 @@ pub fn state_violations(template: &TierTemplate, state: &PolicyState) -> BTreeMa
     review::state_violations(template, prepared::StateView::raw(state))
 }
 
+/// Everything wrong with a state, as `check` and an audit of a live cluster
+/// report it: the violations of governed namespaces, and the structure (R4)
+/// problems of policies in namespaces that are not governed, which are only
+/// warnings there (the webhook admits such policies and warns).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateAudit {
+    /// violations by governed namespace, each list sorted by key; namespaces
+    /// without any are left out
+    pub violations: BTreeMap<String, Vec<Violation>>,
+    /// R4 problems by ungoverned namespace, each list sorted by key;
+    /// namespaces without any are left out
+    pub warnings: BTreeMap<String, Vec<Violation>>,
+}
+
+impl StateAudit {
+    /// Whether the state passes: no violations (warnings do not count).
+    pub fn passes(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Every violation and every warning of the state (see [`StateAudit`]);
+/// its `violations` are exactly [`state_violations`].
+///
+/// ```
+/// use tierguard::guardrails::{audit_state, PolicyState, RuleId};
+/// use tierguard::TierTemplate;
+/// let broken: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(serde_json::json!({
+///     "metadata": {"name": "broken", "namespace": "kube-public"},
+///     "spec": {"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}
+/// })).unwrap();
+/// let mut state = PolicyState::default();
+/// state.policies.insert(("kube-public".into(), "broken".into()), broken);
+/// let audit = audit_state(&TierTemplate::built_in(), &state);
+/// // kube-public is not governed: its broken CIDR is a warning, not a violation.
+/// assert!(audit.passes());
+/// assert_eq!(audit.warnings["kube-public"][0].rule(), RuleId::R4);
+/// ```
+pub fn audit_state(template: &TierTemplate, state: &PolicyState) -> StateAudit {
+    review::audit_state(template, prepared::StateView::raw(state))
+}
+
 /// Reviews a NetworkPolicy CREATE (new), UPDATE (old, new) or DELETE (old)
 /// against `state`, the state before the change: `new_violations` are the
 /// violations of the after-state whose keys the before-state lacks. In an

@@ -15,7 +15,7 @@ use crate::template::TierTemplate;
 
 use super::context::{effective_labels, policy_namespaces};
 use super::structure::kept_rule_indices;
-use super::{Operation, PolicyState, Review, Violation, review};
+use super::{Operation, PolicyState, Review, StateAudit, Violation, review};
 
 /// One policy as the rules read it: its lenient parse, and where its kept
 /// rules sit in the spec (for R3 field paths).
@@ -134,6 +134,11 @@ impl PreparedState {
     /// [`super::state_violations`] of this state.
     pub fn state_violations(&self, template: &TierTemplate) -> BTreeMap<String, Vec<Violation>> {
         review::state_violations(template, StateView::prepared(self))
+    }
+
+    /// [`super::audit_state`] of this state.
+    pub fn audit_state(&self, template: &TierTemplate) -> StateAudit {
+        review::audit_state(template, StateView::prepared(self))
     }
 }
 

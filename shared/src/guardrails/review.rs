@@ -11,7 +11,7 @@ use crate::template::TierTemplate;
 use super::context::{Context, policy_namespaces};
 use super::evaluate::{NamespaceEval, PolicyFacts, Wanted};
 use super::prepared::{ParsedPolicy, StateView};
-use super::{Operation, Review, Violation, ViolationKey};
+use super::{Operation, Review, StateAudit, Violation, ViolationKey};
 
 /// The facts of every policy the state holds in the namespace, in name
 /// order; own (R3, R4) violations for every policy, or only for `own_for`.
@@ -24,12 +24,41 @@ fn state_facts<'a>(eval: &NamespaceEval<'_, '_>, view: StateView<'a>, own_for: O
 
 /// Every violation of `namespace` with the state's policies.
 fn violations_in(ctx: &Context<'_>, namespace: &str) -> Vec<Violation> {
+    match findings_in(ctx, namespace, false) {
+        Findings::Violations(violations) => violations,
+        Findings::Warnings(_) => Vec::new(),
+    }
+}
+
+/// What is wrong in one namespace: violations when it is governed, warnings
+/// (the structure problems of its policies) when it is not.
+enum Findings {
+    Violations(Vec<Violation>),
+    Warnings(Vec<Violation>),
+}
+
+/// The namespace's findings; an ungoverned namespace's policies are parsed
+/// only `with_warnings`.
+fn findings_in(ctx: &Context<'_>, namespace: &str, with_warnings: bool) -> Findings {
     let eval = NamespaceEval::new(ctx, namespace);
-    if !eval.governed {
-        return Vec::new();
+    if !eval.governed && !with_warnings {
+        return Findings::Warnings(Vec::new());
     }
     let facts = state_facts(&eval, ctx.view, None);
-    eval.violations(&facts.iter().collect::<Vec<_>>(), &Wanted::All)
+    if eval.governed {
+        Findings::Violations(eval.violations(&facts.iter().collect::<Vec<_>>(), &Wanted::All))
+    } else {
+        let mut warnings: Vec<Violation> = facts.into_iter().flat_map(|f| structure_only(f.own)).collect();
+        warnings.sort_by(|a, b| a.key.cmp(&b.key));
+        Findings::Warnings(warnings)
+    }
+}
+
+/// The R4 part of a policy's own violations: all an ungoverned namespace
+/// is checked for.
+fn structure_only(own: Vec<Violation>) -> impl Iterator<Item = Violation> {
+    own.into_iter()
+        .filter(|v| matches!(v.key, ViolationKey::Structure { .. }))
 }
 
 /// See [`super::namespace_violations`].
@@ -37,22 +66,46 @@ pub(crate) fn namespace_violations(template: &TierTemplate, view: StateView<'_>,
     violations_in(&Context::new(template, view, namespace), namespace)
 }
 
-/// See [`super::state_violations`].
-pub(crate) fn state_violations(template: &TierTemplate, view: StateView<'_>) -> BTreeMap<String, Vec<Violation>> {
+/// Every namespace of the state (namespace objects and namespaces holding
+/// policies), in name order, with a context that serves them all.
+fn state_namespaces<'a>(template: &'a TierTemplate, view: StateView<'a>) -> Option<(Context<'a>, BTreeSet<&'a str>)> {
     let state = view.state;
     let mut names: BTreeSet<&str> = state.namespaces.keys().map(String::as_str).collect();
     names.extend(policy_namespaces(state));
-    let Some(first) = names.first() else {
-        return BTreeMap::new();
-    };
     // Every namespace evaluated is in the state, so one context (and its
     // namespace index) serves them all.
-    let ctx = Context::new(template, view, first);
+    let ctx = Context::new(template, view, names.first()?);
+    Some((ctx, names))
+}
+
+/// See [`super::state_violations`].
+pub(crate) fn state_violations(template: &TierTemplate, view: StateView<'_>) -> BTreeMap<String, Vec<Violation>> {
+    let Some((ctx, names)) = state_namespaces(template, view) else {
+        return BTreeMap::new();
+    };
     names
         .into_iter()
         .map(|ns| (ns.to_string(), violations_in(&ctx, ns)))
         .filter(|(_, violations)| !violations.is_empty())
         .collect()
+}
+
+/// See [`super::audit_state`].
+pub(crate) fn audit_state(template: &TierTemplate, view: StateView<'_>) -> StateAudit {
+    let mut audit = StateAudit::default();
+    let Some((ctx, names)) = state_namespaces(template, view) else {
+        return audit;
+    };
+    for ns in names {
+        let (found, into) = match findings_in(&ctx, ns, true) {
+            Findings::Violations(v) => (v, &mut audit.violations),
+            Findings::Warnings(w) => (w, &mut audit.warnings),
+        };
+        if !found.is_empty() {
+            into.insert(ns.to_string(), found);
+        }
+    }
+    audit
 }
 
 fn name_of(np: &NetworkPolicy) -> &str {
@@ -92,10 +145,9 @@ pub(crate) fn review_network_policy(
     if !eval.governed {
         // Policies of ungoverned namespaces are admitted; structure problems still warn.
         let warnings = added_facts
-            .iter()
-            .flat_map(|f| f.own.iter())
-            .filter(|v| matches!(v.key, ViolationKey::Structure { .. }))
-            .map(|v| v.message.clone())
+            .into_iter()
+            .flat_map(|f| structure_only(f.own))
+            .map(|v| v.message)
             .collect();
         return Review {
             new_violations: Vec::new(),

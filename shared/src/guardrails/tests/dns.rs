@@ -252,17 +252,146 @@ fn ip_block_wider_than_dns_cidr_entry() {
 
 #[test]
 fn configured_ports_and_names() {
+    // A port other than 53 is reached by number; the UDP name means 53 on
+    // the DNS pods, which this template does not ask for.
     let t = TierTemplate::parse("dns: {ports: [UDP/5353], portNames: {UDP: mdns}}\n", "test").expect("template");
+    let by_number = dns_to(kube_dns(), json!([{"protocol": "UDP", "port": 5353}]));
+    let s = state(
+        &[("shop", &[])],
+        &[deny_all("shop"), with_egress("dns", json!({}), by_number)],
+    );
+    assert_eq!(of_rule(&namespace_violations(&t, &s, "shop"), RuleId::R2), Vec::new());
     let named = dns_to(kube_dns(), json!([{"protocol": "UDP", "port": "mdns"}]));
     let s = state(
         &[("shop", &[])],
         &[deny_all("shop"), with_egress("dns", json!({}), named)],
     );
-    assert_eq!(of_rule(&namespace_violations(&t, &s, "shop"), RuleId::R2), Vec::new());
+    assert_eq!(of_rule(&namespace_violations(&t, &s, "shop"), RuleId::R2).len(), 5);
     let s = state(&[("shop", &[])], &[deny_all("shop")]);
     let got = namespace_violations(&t, &s, "shop");
     assert_eq!(of_rule(&got, RuleId::R2).len(), 5);
     assert!(got.iter().any(|v| v.message.contains("UDP/5353")));
+}
+
+/// A template that asks for DNS on TCP/5353 as well.
+fn template_with_tcp_5353() -> TierTemplate {
+    TierTemplate::parse("dns: {ports: [UDP/53, TCP/53, TCP/5353]}\n", "test").expect("template")
+}
+
+fn r2_port(group: Group, protocol: Protocol, port: u16) -> ViolationKey {
+    ViolationKey::Dns {
+        namespace: "shop".to_string(),
+        group,
+        protocol,
+        port,
+    }
+}
+
+fn named_dns_ports() -> Value {
+    json!([{"protocol": "UDP", "port": "dns"}, {"protocol": "TCP", "port": "dns-tcp"}])
+}
+
+#[test]
+fn named_port_reaches_53_only() {
+    // `dns-tcp` is 53 on the DNS pods: it does not open TCP/5353.
+    let t = template_with_tcp_5353();
+    let s = state(
+        &[("shop", &[]), ("kube-system", &[])],
+        &[
+            deny_all("shop"),
+            with_egress("dns", json!({}), dns_to(kube_dns(), named_dns_ports())),
+        ],
+    );
+    let got = namespace_violations(&t, &s, "shop");
+    let mut want: Vec<ViolationKey> = unlabelled_groups()
+        .into_iter()
+        .map(|g| r2_port(g, Protocol::Tcp, 5353))
+        .collect();
+    want.sort();
+    assert_eq!(of_rule(&got, RuleId::R2), want);
+    // The message says why the name does not help.
+    let needle = "no egress rule allows TCP/5353 to kube-system/k8s-app=kube-dns (the named port dns-tcp means 53 on \
+                  the DNS pods: allow TCP/5353 by number)";
+    assert!(
+        got.iter()
+            .filter(|v| v.rule() == RuleId::R2)
+            .all(|v| v.message.contains(needle)),
+        "{got:?}"
+    );
+
+    // Adding TCP/5353 by number closes the gap.
+    let mut ports = named_dns_ports();
+    ports
+        .as_array_mut()
+        .expect("array")
+        .push(json!({"protocol": "TCP", "port": 5353}));
+    let s = state(
+        &[("shop", &[]), ("kube-system", &[])],
+        &[
+            deny_all("shop"),
+            with_egress("dns", json!({}), dns_to(kube_dns(), ports)),
+        ],
+    );
+    assert_eq!(of_rule(&namespace_violations(&t, &s, "shop"), RuleId::R2), Vec::new());
+}
+
+#[test]
+fn dropping_the_numbered_port_is_a_new_violation() {
+    // The named ports stay; the change removes TCP/5353 by number.
+    let t = template_with_tcp_5353();
+    let mut ports = named_dns_ports();
+    ports
+        .as_array_mut()
+        .expect("array")
+        .push(json!({"protocol": "TCP", "port": 5353}));
+    let before = with_egress("dns", json!({}), dns_to(kube_dns(), ports));
+    let after = with_egress("dns", json!({}), dns_to(kube_dns(), named_dns_ports()));
+    let s = state(
+        &[("shop", &[]), ("kube-system", &[])],
+        &[deny_all("shop"), before.clone()],
+    );
+    assert_eq!(namespace_violations(&t, &s, "shop"), Vec::new());
+    let review = review_network_policy(&t, &s, Operation::Update, Some(&before), Some(&after));
+    let mut want: Vec<ViolationKey> = unlabelled_groups()
+        .into_iter()
+        .map(|g| r2_port(g, Protocol::Tcp, 5353))
+        .collect();
+    want.sort();
+    assert_eq!(keys(&review.new_violations), want);
+}
+
+#[rstest]
+#[case::template_names(json!([{"protocol": "UDP", "port": "domain"}, {"protocol": "TCP", "port": "domain-tcp"}]), vec![])]
+#[case::coredns_names_mean_nothing_here(named_dns_ports(), all_dns_keys())]
+#[case::name_on_the_other_protocol(
+    json!([{"protocol": "TCP", "port": "domain"}, {"protocol": "UDP", "port": "domain-tcp"}]),
+    all_dns_keys(),
+)]
+#[case::one_name_one_number(
+    json!([{"protocol": "UDP", "port": "domain"}, {"protocol": "TCP", "port": 53}]),
+    vec![],
+)]
+fn other_port_names(#[case] ports: Value, #[case] want: Vec<ViolationKey>) {
+    let t = TierTemplate::parse("dns: {portNames: {UDP: domain, TCP: domain-tcp}}\n", "test").expect("template");
+    let s = state(
+        &[("shop", &[]), ("kube-system", &[])],
+        &[
+            deny_all("shop"),
+            with_egress("dns", json!({}), dns_to(kube_dns(), ports)),
+        ],
+    );
+    assert_eq!(of_rule(&namespace_violations(&t, &s, "shop"), RuleId::R2), want);
+}
+
+#[rstest]
+#[case::udp_name_on_tcp(json!([{"protocol": "UDP", "port": "dns"}, {"protocol": "TCP", "port": "dns"}]), Protocol::Tcp)]
+#[case::tcp_name_on_udp(json!([{"protocol": "UDP", "port": "dns-tcp"}, {"protocol": "TCP", "port": "dns-tcp"}]), Protocol::Udp)]
+#[case::name_without_protocol_is_tcp(json!([{"protocol": "UDP", "port": "dns"}, {"port": "dns"}]), Protocol::Tcp)]
+fn dns_name_on_the_wrong_protocol_reaches_nothing(#[case] ports: Value, #[case] missing: Protocol) {
+    assert_eq!(
+        missing_dns(vec![with_egress("dns", json!({}), dns_to(kube_dns(), ports))]),
+        only(&unlabelled_groups(), &[missing])
+    );
 }
 
 #[test]

@@ -124,6 +124,15 @@ fn sorted(mut keys: Vec<ViolationKey>) -> Vec<ViolationKey> {
 #[case::dns_port_to_any_peer_exempt(egress("p", data(), json!({"to": [pods("frontend")], "ports": [{"protocol": "UDP", "port": 53}]})), vec![])]
 #[case::dns_named_ports_exempt(egress("p", data(), json!({"ports": [{"protocol": "UDP", "port": "dns"}, {"protocol": "TCP", "port": "dns-tcp"}]})), vec![])]
 #[case::dns_end_port_53_exempt(egress("p", data(), json!({"to": [pods("frontend")], "ports": [{"protocol": "UDP", "port": 53, "endPort": 53}]})), vec![])]
+#[case::dns_tcp_name_alone_exempt(egress("p", data(), json!({"to": [pods("frontend")], "ports": [{"protocol": "TCP", "port": "dns-tcp"}]})), vec![])]
+#[case::dns_name_on_the_wrong_protocol_not_exempt(
+    egress("p", data(), json!({"to": [pods("frontend")], "ports": [{"protocol": "TCP", "port": "dns"}]})),
+    vec![eg("p", "data", peer("frontend"))],
+)]
+#[case::port_5353_not_dns_by_default(
+    egress("p", data(), json!({"to": [pods("frontend")], "ports": [{"protocol": "TCP", "port": 5353}]})),
+    vec![eg("p", "data", peer("frontend"))],
+)]
 #[case::end_port_range_not_exempt(
     egress("p", data(), json!({"to": [pods("frontend")], "ports": [{"protocol": "UDP", "port": 50, "endPort": 60}]})),
     vec![eg("p", "data", peer("frontend"))],
@@ -291,4 +300,51 @@ fn own_namespace_with_an_unknown_tier_label_has_untiered_peers() {
         peer: PeerTier::Untiered,
     }];
     assert_eq!(got, want);
+}
+
+/// R3 of one egress rule of a data policy under a template given as text.
+fn r3_under(template_text: &str, ports: Value) -> Vec<ViolationKey> {
+    let t = TierTemplate::parse(template_text, "test").expect("template");
+    let p = egress("p", data(), json!({"to": [pods("frontend")], "ports": ports}));
+    of_rule(&namespace_violations(&t, &world(&[p]), "shop"), RuleId::R3)
+}
+
+#[rstest]
+#[case::extra_port_by_number(json!([{"protocol": "TCP", "port": 5353}]), true)]
+#[case::named_port_is_53(json!([{"protocol": "TCP", "port": "dns-tcp"}]), true)]
+#[case::every_configured_port(json!([{"protocol": "UDP", "port": "dns"}, {"protocol": "TCP", "port": 53}, {"protocol": "TCP", "port": 5353}]), true)]
+#[case::extra_port_on_the_other_protocol(json!([{"protocol": "UDP", "port": 5353}]), false)]
+#[case::range_between_the_ports(json!([{"protocol": "TCP", "port": 53, "endPort": 5353}]), false)]
+fn dns_exemption_follows_configured_ports(#[case] ports: Value, #[case] exempt: bool) {
+    let got = r3_under("dns: {ports: [UDP/53, TCP/53, TCP/5353]}\n", ports);
+    let want = if exempt {
+        vec![]
+    } else {
+        vec![eg("p", "data", peer("frontend"))]
+    };
+    assert_eq!(got, want);
+}
+
+#[rstest]
+#[case::template_names(json!([{"protocol": "UDP", "port": "domain"}, {"protocol": "TCP", "port": "domain-tcp"}]), true)]
+#[case::coredns_name_is_not_dns_here(json!([{"protocol": "UDP", "port": "dns"}]), false)]
+#[case::template_name_on_the_wrong_protocol(json!([{"protocol": "TCP", "port": "domain"}]), false)]
+fn dns_exemption_follows_configured_names(#[case] ports: Value, #[case] exempt: bool) {
+    let got = r3_under("dns: {portNames: {UDP: domain, TCP: domain-tcp}}\n", ports);
+    let want = if exempt {
+        vec![]
+    } else {
+        vec![eg("p", "data", peer("frontend"))]
+    };
+    assert_eq!(got, want);
+}
+
+#[test]
+fn dns_name_for_a_port_the_template_does_not_ask_for_is_not_dns() {
+    // The name still means 53 on the DNS pods, and 53 is not a DNS port here.
+    let got = r3_under(
+        "dns: {ports: [UDP/5353], portNames: {UDP: mdns}}\n",
+        json!([{"protocol": "UDP", "port": "mdns"}]),
+    );
+    assert_eq!(got, vec![eg("p", "data", peer("frontend"))]);
 }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::*;
 
+mod audit;
 mod default_deny;
 mod dns;
 mod flows;
