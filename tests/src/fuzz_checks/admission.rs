@@ -158,7 +158,11 @@ fn check_answer(body: &[u8], mode: Mode, endpoint: Endpoint, outcome: &Outcome) 
         panic!("{what}: response.allowed is not set: {text}");
     };
     let refused = matches!(outcome.verdict, Verdict::Denied | Verdict::Invalid);
-    assert_eq!(allowed, !refused, "{what}: verdict {:?} but allowed={allowed}", outcome.verdict);
+    assert_eq!(
+        allowed, !refused,
+        "{what}: verdict {:?} but allowed={allowed}",
+        outcome.verdict
+    );
     if mode != Mode::Enforce {
         assert_ne!(outcome.verdict, Verdict::Denied, "{what}: only enforce mode denies");
     }

@@ -179,7 +179,11 @@ pub fn check_case(case: &SelectorCase) {
     for labels in UNIVERSE.iter() {
         let (in_a, in_b, in_c) = (case.a.eval(labels), case.b.eval(labels), case.c.eval(labels));
         assert_eq!(a.matches(labels), in_a, "a.matches({labels:?}): {show}");
-        assert_eq!(both.matches(labels), in_a && in_b, "a.and(b).matches({labels:?}): {show}");
+        assert_eq!(
+            both.matches(labels),
+            in_a && in_b,
+            "a.and(b).matches({labels:?}): {show}"
+        );
         some_a |= in_a;
         some_both |= in_a && in_b;
         all_a &= in_a;
@@ -188,7 +192,11 @@ pub fn check_case(case: &SelectorCase) {
     }
     for pairs in &case.extra {
         let labels: Labels = pairs.iter().cloned().collect();
-        assert_eq!(a.matches(&labels), case.a.eval(&labels), "a.matches({labels:?}): {show}");
+        assert_eq!(
+            a.matches(&labels),
+            case.a.eval(&labels),
+            "a.matches({labels:?}): {show}"
+        );
         assert_eq!(
             both.matches(&labels),
             case.a.eval(&labels) && case.b.eval(&labels),
@@ -203,7 +211,10 @@ pub fn check_case(case: &SelectorCase) {
     assert_eq!(a.and_implies(&b, &c), both_imply_c, "a.and_implies(b, c): {show}");
     assert_eq!(both.implies(&c), both_imply_c, "a.and(b).implies(c): {show}");
     match a.witness() {
-        Some(w) => assert!(case.a.eval(&w) && a.matches(&w), "witness {w:?} is not selected: {show}"),
+        Some(w) => assert!(
+            case.a.eval(&w) && a.matches(&w),
+            "witness {w:?} is not selected: {show}"
+        ),
         None => assert!(!some_a, "no witness for a satisfiable selector: {show}"),
     }
     let _ = both.to_string();

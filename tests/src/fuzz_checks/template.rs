@@ -37,7 +37,10 @@ fn check_usable(template: &TierTemplate) {
     assert!(!names.is_empty(), "a template has a tier");
     for (i, name) in names.iter().enumerate() {
         assert!(!names[..i].contains(name), "tier {name} appears twice");
-        assert!(labels::validate_value(name).is_ok(), "tier {name:?} is not a label value");
+        assert!(
+            labels::validate_value(name).is_ok(),
+            "tier {name:?} is not a label value"
+        );
     }
     for (name, flows) in &template.tiers {
         for peer in flows.ingress_from.iter().chain(&flows.egress_to) {
@@ -53,7 +56,11 @@ fn check_usable(template: &TierTemplate) {
         );
     }
     for pattern in &template.namespace_tiers {
-        assert!(template.is_tier(&pattern.tier), "pattern gives unknown tier {}", pattern.tier);
+        assert!(
+            template.is_tier(&pattern.tier),
+            "pattern gives unknown tier {}",
+            pattern.tier
+        );
         let example = pattern.pattern.replace('*', "x");
         assert!(
             glob_matches(&pattern.pattern, &example),
