@@ -90,20 +90,32 @@ fn webhook_check(paths: &[PathBuf]) {
 }
 
 fn enforcer_render(paths: &[PathBuf]) {
-    let Ok((cluster, addresses)) = tierguard_enforcer::load::load(paths, NODE) else {
+    let Ok((cluster, _)) = tierguard_enforcer::load::load(paths, NODE) else {
         return;
     };
-    let node = NodeView {
-        name: NODE.to_string(),
-        addresses,
-        pod_cidrs: Vec::new(),
-    };
+    // Every node that runs a pod of the input (a few at most), and one that runs none.
+    let mut nodes: Vec<String> = cluster.pods().filter_map(|p| p.node.clone()).collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes.truncate(3);
+    nodes.push(NODE.to_string());
     let options = RenderOptions {
         nflog_group: Some(5),
         allow_mark: DEFAULT_ALLOW_MARK,
     };
-    for family in [Family::V4, Family::V6] {
-        let rendered = render(&compile_family(&cluster, &node, family), &options);
-        check_rendered(&rendered, &format!("render {family:?}"));
+    for name in nodes {
+        let addresses = match tierguard_enforcer::load::load(paths, &name) {
+            Ok((_, addresses)) => addresses,
+            Err(e) => panic!("the same file loads for node {NODE} but not for node {name:?}: {e}"),
+        };
+        let node = NodeView {
+            name: name.clone(),
+            addresses,
+            pod_cidrs: Vec::new(),
+        };
+        for family in [Family::V4, Family::V6] {
+            let rendered = render(&compile_family(&cluster, &node, family), &options);
+            check_rendered(&rendered, &format!("render for node {name:?} ({family:?})"));
+        }
     }
 }
