@@ -7,8 +7,12 @@
 //! the end-to-end test against a real control plane
 //! (`tests/tests/e2e_controlplane/`); the kind end-to-end script is
 //! `tests/e2e/kind.sh` (it needs Docker and is not part of `cargo test`).
+//! The fuzz targets are in `tests/fuzz/` (cargo-fuzz, nightly); their checks
+//! are `fuzz_checks`, which `tests/tests/fuzz_replay.rs` runs on the stored
+//! corpus.
 
 pub mod e2e;
+pub mod fuzz_checks;
 pub mod kinds;
 pub mod manifest;
 pub mod tool;
