@@ -208,8 +208,14 @@ fn a_changed_set_is_built_aside_and_a_failed_rule_restore_leaves_the_sets_in_for
     assert!(touched.contains("tg-local-b"), "{set_script}");
     // The failed restore left the old rules in force, matching sets nothing changed.
     let changed_in_force: Vec<&String> = touched.intersection(&in_force).collect();
-    assert!(changed_in_force.is_empty(), "{changed_in_force:?} changed under the old rules:\n{set_script}");
-    assert!(!calls.iter().any(|c| c.1.first().is_some_and(|a| a == "destroy")), "{calls:?}");
+    assert!(
+        changed_in_force.is_empty(),
+        "{changed_in_force:?} changed under the old rules:\n{set_script}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.1.first().is_some_and(|a| a == "destroy")),
+        "{calls:?}"
+    );
 
     // The retry builds the set again and switches the rules to it in the one restore,
     // then destroys the set the old rules used.
@@ -232,7 +238,10 @@ fn a_changed_set_is_built_aside_and_a_failed_rule_restore_leaves_the_sets_in_for
         .filter(|(_, c)| c.1.first().is_some_and(|a| a == "destroy"))
         .map(|(i, c)| (i, c.1[1].as_str()))
         .collect();
-    assert!(destroyed.iter().any(|&(i, s)| s == "tg-local" && i > restore), "{calls:?}");
+    assert!(
+        destroyed.iter().any(|&(i, s)| s == "tg-local" && i > restore),
+        "{calls:?}"
+    );
 
     // The next change goes back to the first name.
     cluster.remove_pod("shop", "web-2");

@@ -190,7 +190,11 @@ fn failed_restores_keep_the_previous_rules_and_the_next_sync_applies_all() {
         let err = err.unwrap_or_else(|| panic!("{program} {mode:?} failed, yet the sync succeeded"));
         running.wait_results(probes.len());
         let context = format!("after {program} {mode:?} failed ({err})");
-        assert_eq!(in_force(&prober, &probes, &verdicts, &context), InForce::Old, "{context}");
+        assert_eq!(
+            in_force(&prober, &probes, &verdicts, &context),
+            InForce::Old,
+            "{context}"
+        );
     }
 
     // The next sync applies NEW as a whole, even when removing the sets OLD used fails.
@@ -200,7 +204,10 @@ fn failed_restores_keep_the_previous_rules_and_the_next_sync_applies_all() {
     running.wait_results(probes.len());
     assert_eq!(in_force(&prober, &probes, &verdicts, "NEW synced"), InForce::New);
     let (sets, used) = sets_and_uses(&exec);
-    assert!(sets.len() > used.len(), "the refused destroy left a set: {sets:?} {used:?}");
+    assert!(
+        sets.len() > used.len(),
+        "the refused destroy left a set: {sets:?} {used:?}"
+    );
     // ... which the sync after it removes.
     syncer.sync(&new).unwrap();
     let (sets, used) = sets_and_uses(&exec);
@@ -272,7 +279,9 @@ fn a_held_xtables_lock_fails_the_sync_cleanly_and_the_sync_after_its_release_app
 
 /// `iptables-save -t filter` lines of TG- chains, counters and set names as rendered.
 fn tg_rules(exec: &dyn Executor) -> Vec<String> {
-    let save = exec.run("iptables-save", &["-t".into(), "filter".into()], None).unwrap();
+    let save = exec
+        .run("iptables-save", &["-t".into(), "filter".into()], None)
+        .unwrap();
     save.lines()
         .filter(|l| l.starts_with("-A TG-") || l.starts_with(":TG-"))
         .map(|l| {
@@ -311,7 +320,10 @@ fn an_unreachable_api_server_keeps_the_rules_and_resumed_watches_apply_changes()
     let agent = {
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
         std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(drive(listing, syncer, config, metrics, shutdown));
         })
     };
@@ -413,7 +425,10 @@ fn a_restart_into_a_changed_cluster_removes_what_is_gone_and_new_pods_fail_close
         naming::pod_chain("y", "b", Direction::Ingress),
     ];
     for chain in &gone {
-        assert!(chains_before.contains(chain), "{chain} missing before: {chains_before:?}");
+        assert!(
+            chains_before.contains(chain),
+            "{chain} missing before: {chains_before:?}"
+        );
     }
     let sets_before = sets_and_uses(&exec).0;
 
@@ -437,8 +452,7 @@ fn a_restart_into_a_changed_cluster_removes_what_is_gone_and_new_pods_fail_close
         assert!(!chains_after.contains(chain), "{chain} is still there");
     }
     let (sets, used) = sets_and_uses(&exec);
-    let in_use: std::collections::BTreeSet<String> =
-        used.iter().map(|s| naming::rendered_set(s).to_string()).collect();
+    let in_use: std::collections::BTreeSet<String> = used.iter().map(|s| naming::rendered_set(s).to_string()).collect();
     assert_eq!(in_use, rendered.sets.keys().cloned().collect());
     let stale: Vec<&String> = sets_before
         .iter()

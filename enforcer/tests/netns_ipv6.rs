@@ -276,7 +276,11 @@ fn dual_stack_apply_resync_adopt_and_cleanup() {
     let v6_restarted = table(&node_ns, "ip6tables-save");
     assert!(v6_restarted.contains("--match-set tg-local6-b "), "{v6_restarted}");
     assert_eq!(as_rendered(&v6_restarted), v6_after);
-    assert!(!sets(&node_ns).contains(&"tg-local6".to_string()), "{:?}", sets(&node_ns));
+    assert!(
+        !sets(&node_ns).contains(&"tg-local6".to_string()),
+        "{:?}",
+        sets(&node_ns)
+    );
 
     // Drift in IPv6 only: a full resync repairs it.
     run(&node_ns, "ip6tables", &["-F", "TG-INGRESS"]);

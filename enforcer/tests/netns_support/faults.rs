@@ -228,8 +228,13 @@ impl ContinuousProbes {
         let rounds = Arc::new(AtomicUsize::new(0));
         let mut loops = Vec::new();
         for (i, probe) in probes.iter().enumerate() {
-            let (prober, stop, seen, probe, rounds) =
-                (prober.clone(), stop.clone(), seen.clone(), probe.clone(), rounds.clone());
+            let (prober, stop, seen, probe, rounds) = (
+                prober.clone(),
+                stop.clone(),
+                seen.clone(),
+                probe.clone(),
+                rounds.clone(),
+            );
             loops.push(std::thread::spawn(move || {
                 let mut seed = i as u64 + 1;
                 loop {
@@ -357,7 +362,10 @@ pub fn in_force(prober: &Prober, probes: &[Probe], verdicts: &[(bool, bool)], co
                 .zip(verdicts)
                 .map(|((p, o), (vo, vn))| format!("{p:?}: {o:?} (OLD {vo}, NEW {vn})"))
                 .collect();
-            panic!("{context}: at rest the node is neither OLD nor NEW:\n{}", table.join("\n"))
+            panic!(
+                "{context}: at rest the node is neither OLD nor NEW:\n{}",
+                table.join("\n")
+            )
         }
     }
 }
@@ -474,7 +482,9 @@ pub fn sets_and_uses(exec: &dyn Executor) -> (BTreeSet<String>, BTreeSet<String>
         .filter(|n| n.starts_with("tg-"))
         .map(str::to_string)
         .collect();
-    let save = exec.run("iptables-save", &["-t".into(), "filter".into()], None).unwrap();
+    let save = exec
+        .run("iptables-save", &["-t".into(), "filter".into()], None)
+        .unwrap();
     let words: Vec<&str> = save.split_whitespace().collect();
     let used = words
         .windows(2)
@@ -486,7 +496,9 @@ pub fn sets_and_uses(exec: &dyn Executor) -> (BTreeSet<String>, BTreeSet<String>
 
 /// The TG- chains in a node namespace.
 pub fn chains(exec: &dyn Executor) -> BTreeSet<String> {
-    let save = exec.run("iptables-save", &["-t".into(), "filter".into()], None).unwrap();
+    let save = exec
+        .run("iptables-save", &["-t".into(), "filter".into()], None)
+        .unwrap();
     save.lines()
         .filter_map(|l| l.strip_prefix(':'))
         .filter_map(|l| l.split_whitespace().next())
@@ -576,9 +588,13 @@ impl Agent {
             let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
             // pid (comm) state ppid ...: comm may hold anything, so read after its last ')'.
-            let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+            let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
             let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok());
             if ppid != Some(me) {
                 continue;
