@@ -481,8 +481,9 @@ impl Applier {
         let plan = self.state.plan(desired);
         if !plan.set_script.is_empty() {
             // No rule uses what this script builds until the rule restore commits.
+            let written: BTreeSet<&String> = plan.sets_written.iter().collect();
             for (name, target, _) in &plan.sets {
-                if plan.sets_written.contains(name) {
+                if written.contains(name) {
                     self.state.spare.insert(target.clone());
                 }
             }
@@ -520,11 +521,12 @@ impl Applier {
         self.state.spare.extend(plan.sets_to_destroy.iter().cloned());
         self.ensure_jump(executor)?;
         let mut sets_removed = 0;
+        let removed: BTreeSet<&str> = plan.sets_removed.iter().map(String::as_str).collect();
         for name in &plan.sets_to_destroy {
             match executor.run("ipset", &args(&["destroy", name]), None) {
                 Ok(_) => {
                     self.state.spare.remove(name);
-                    if plan.sets_removed.iter().any(|r| r == naming::rendered_set(name)) {
+                    if removed.contains(naming::rendered_set(name)) {
                         sets_removed += 1;
                     }
                 }
@@ -585,5 +587,98 @@ impl Applier {
         }
         self.state = AppliedState::default();
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::SetKind;
+
+    fn rendered(members: &[&str]) -> Rendered {
+        let mut out = Rendered::default();
+        out.sets.insert(
+            "tg-local".into(),
+            RenderedSet {
+                kind: SetKind::HashNet,
+                entries: members.iter().map(|m| m.to_string()).collect(),
+            },
+        );
+        out.chains.insert(
+            "TG-FORWARD".into(),
+            vec!["-m set ! --match-set tg-local src -m set ! --match-set tg-local dst -j RETURN".into()],
+        );
+        out
+    }
+
+    /// The state after `plan` committed.
+    fn committed(state: &AppliedState, plan: &Plan) -> AppliedState {
+        let mut next = state.clone();
+        next.chains = plan.chain_hashes.iter().map(|(c, h)| (c.clone(), Some(*h))).collect();
+        next.sets.clear();
+        next.b_side.clear();
+        for (name, target, hash) in &plan.sets {
+            next.sets.insert(name.clone(), Some(*hash));
+            if target != name {
+                next.b_side.insert(name.clone());
+            }
+        }
+        next
+    }
+
+    #[test]
+    fn a_changed_set_alternates_names_and_its_rules_follow() {
+        let first = AppliedState::default().plan(&rendered(&["10.0.0.1"]));
+        assert!(
+            first.set_script.contains("create tg-local hash:net"),
+            "{}",
+            first.set_script
+        );
+        assert!(
+            first.rule_script.contains("! --match-set tg-local src"),
+            "{}",
+            first.rule_script
+        );
+        let state = committed(&AppliedState::default(), &first);
+        assert_eq!(state.plan(&rendered(&["10.0.0.1"])).rule_script, "");
+
+        let second = state.plan(&rendered(&["10.0.0.1", "10.0.0.2"]));
+        assert!(
+            !second.set_script.contains("tg-local "),
+            "the set in force is untouched: {}",
+            second.set_script
+        );
+        assert!(
+            second.set_script.contains("add tg-local-b 10.0.0.2"),
+            "{}",
+            second.set_script
+        );
+        assert!(
+            second
+                .rule_script
+                .contains("! --match-set tg-local-b src -m set ! --match-set tg-local-b dst"),
+            "{}",
+            second.rule_script
+        );
+        assert_eq!(second.sets_to_destroy, ["tg-local"]);
+        let state = committed(&state, &second);
+        assert_eq!(state.plan(&rendered(&["10.0.0.1", "10.0.0.2"])).rule_script, "");
+
+        let third = state.plan(&rendered(&["10.0.0.2"]));
+        assert!(
+            third.set_script.contains("add tg-local 10.0.0.2"),
+            "{}",
+            third.set_script
+        );
+        assert_eq!(third.sets_to_destroy, ["tg-local-b"]);
+    }
+
+    #[test]
+    fn adopting_reads_which_name_of_a_set_the_rules_use() {
+        let saved = parse_save(
+            "*filter\n:TG-FORWARD - [0:0]\n-A TG-FORWARD -m set --match-set tg-local-b src -j ACCEPT\n\
+             -A FORWARD -m set --match-set tg-other src -j ACCEPT\nCOMMIT\n",
+        );
+        assert_eq!(saved.sets_used.into_iter().collect::<Vec<_>>(), ["tg-local-b"]);
     }
 }
