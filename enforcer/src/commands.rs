@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::metrics::Metrics;
@@ -13,6 +14,7 @@ use crate::daemon::{LoopConfig, drive, server, watch};
 use clap::Args;
 use ipnet::IpNet;
 
+use crate::apply::XtablesWait;
 use crate::apply::backend::Backend;
 use crate::compile::{Family, NodeView, compile_family};
 use crate::load::load;
@@ -90,6 +92,9 @@ pub struct CleanupArgs {
     /// program the IPv6 filter table too
     #[arg(long, value_enum, default_value = "auto")]
     pub ipv6: Ipv6Flag,
+    /// seconds iptables waits for the xtables lock (legacy backend) before giving up
+    #[arg(long, default_value_t = XtablesWait::default().seconds, value_parser = clap::value_parser!(u32).range(1..))]
+    pub xtables_wait_seconds: u32,
 }
 
 /// `run`
@@ -130,6 +135,21 @@ pub struct RunArgs {
     /// remove every TG- chain and tg- set on SIGTERM (default: leave them enforcing)
     #[arg(long)]
     pub cleanup_on_exit: bool,
+    /// seconds iptables waits for the xtables lock (legacy backend) before the sync fails
+    /// and is retried with backoff; the rules in force stay
+    #[arg(long, default_value_t = XtablesWait::default().seconds, value_parser = clap::value_parser!(u32).range(1..))]
+    pub xtables_wait_seconds: u32,
+    /// Testing: read the cluster once from these manifest files or folders (as
+    /// `render` does) instead of watching an API server, then keep running.
+    #[arg(long = "state", hide = true)]
+    pub state: Vec<std::path::PathBuf>,
+}
+
+fn xtables_wait(seconds: u32) -> XtablesWait {
+    XtablesWait {
+        seconds,
+        ..XtablesWait::default()
+    }
 }
 
 impl RunArgs {
@@ -185,6 +205,7 @@ pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<()> {
     let options = SyncOptions {
         backend: args.iptables_backend.backend(),
         ipv6: args.ipv6.enabled(),
+        xtables_wait: xtables_wait(args.xtables_wait_seconds),
         ..SyncOptions::default()
     };
     let node = NodeIdentity {
@@ -234,16 +255,30 @@ async fn terminated(shutdown: CancellationToken) {
 pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(terminated(shutdown.clone()));
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot build a Kubernetes client (in-cluster config or kubeconfig)")?;
-    let addresses = node_addresses(&client, args).await;
+    let (updates, addresses) = if args.state.is_empty() {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot build a Kubernetes client (in-cluster config or kubeconfig)")?;
+        let addresses = node_addresses(&client, args).await;
+        (watch::updates(client).boxed(), addresses)
+    } else {
+        let (cluster, from_files) = load(&args.state, &args.node_name)?;
+        let addresses = if args.node_ips.is_empty() {
+            from_files
+        } else {
+            args.node_ips.clone()
+        };
+        // The listing never ends: the agent keeps the rules until it is stopped.
+        let listed = futures::stream::iter(crate::load::as_updates(&cluster)).chain(futures::stream::pending());
+        (listed.boxed(), addresses)
+    };
     tracing::info!(node = %args.node_name, ?addresses, "starting");
     let options = SyncOptions {
         backend: args.iptables_backend.backend(),
         nflog_group: args.nflog_group,
         pod_cidrs: args.pod_cidrs.clone(),
         ipv6: args.ipv6.enabled(),
+        xtables_wait: xtables_wait(args.xtables_wait_seconds),
         ..SyncOptions::default()
     };
     let node = NodeIdentity {
@@ -268,7 +303,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         ..LoopConfig::default()
     };
-    let mut syncer = drive(watch::updates(client), syncer, config, metrics, shutdown.clone()).await;
+    let mut syncer = drive(updates, syncer, config, metrics, shutdown.clone()).await;
     shutdown.cancel();
     if args.cleanup_on_exit {
         syncer.cleanup().context("cleanup on exit failed")?;

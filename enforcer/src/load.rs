@@ -1,4 +1,5 @@
-//! Reading a node's view of a cluster from manifest files (for `render`).
+//! Reading a node's view of a cluster from manifest files (for `render`, and
+//! for `run --state` in tests).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -6,6 +7,8 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::Node;
 use tierguard::manifest::{Manifest, parse_manifests};
 use tierguard::{Cluster, NamespaceInfo, PodInfo, Policy};
+
+use crate::daemon::Update;
 
 /// Input that cannot be used; the message names the file, the object and the field.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +23,16 @@ pub fn node_addresses(node: &Node) -> Vec<IpAddr> {
         .filter(|a| a.type_ == "InternalIP")
         .filter_map(|a| a.address.parse().ok())
         .collect()
+}
+
+/// The complete listings of `cluster` (namespaces, pods, policies), as the
+/// agent's watches deliver them once listed.
+pub fn as_updates(cluster: &Cluster) -> Vec<Update> {
+    vec![
+        Update::Namespaces(cluster.namespaces().cloned().collect()),
+        Update::Pods(cluster.pods().cloned().collect()),
+        Update::Policies(cluster.policies().cloned().collect()),
+    ]
 }
 
 /// Reads every manifest under `paths` into a cluster, and the addresses of node `node`.

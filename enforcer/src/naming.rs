@@ -12,8 +12,13 @@ use crate::compile::Family;
 pub const CHAIN_PREFIX: &str = "TG-";
 /// Prefix of every set the enforcer owns.
 pub const SET_PREFIX: &str = "tg-";
-/// Prefix of the scratch sets built before a `swap`.
+/// Prefix of the scratch sets earlier versions built before a `swap`
+/// (a restarted enforcer destroys any it finds).
 pub const TMP_SET_PREFIX: &str = "tg-tmp-";
+/// Suffix of a set's second name. A changed set is built under the name its
+/// rules do not use and the rules are switched to it in the same restore that
+/// rewrites them, so a set in force is never changed (see `apply`).
+pub const B_SIDE_SUFFIX: &str = "-b";
 /// The chain FORWARD jumps to.
 pub const FORWARD_CHAIN: &str = "TG-FORWARD";
 /// Dispatch by source address to the per-pod egress chains.
@@ -94,7 +99,7 @@ pub fn set_family(name: &str) -> Family {
         .strip_prefix(TMP_SET_PREFIX)
         .or_else(|| name.strip_prefix(SET_PREFIX))
         .unwrap_or(name);
-    if rest.starts_with("6-") || rest == "local6" {
+    if rest.starts_with("6-") || rest.starts_with("local6") {
         Family::V6
     } else {
         Family::V4
@@ -104,6 +109,20 @@ pub fn set_family(name: &str) -> Family {
 /// The scratch name a set is built under before it is swapped in (at most 27 characters).
 pub fn tmp_set(name: &str) -> String {
     format!("{TMP_SET_PREFIX}{}", name.strip_prefix(SET_PREFIX).unwrap_or(name))
+}
+
+/// The other of a set's two names: `tg-X` <-> `tg-X-b` (at most 27 characters).
+pub fn other_side(name: &str) -> String {
+    match name.strip_suffix(B_SIDE_SUFFIX) {
+        Some(a_side) => a_side.to_string(),
+        None => format!("{name}{B_SIDE_SUFFIX}"),
+    }
+}
+
+/// The name a set is rendered under (its A name), from either of its two names.
+/// Rendered names never end in `-b`: the hashes are hex, the fixed names are words.
+pub fn rendered_set(name: &str) -> &str {
+    name.strip_suffix(B_SIDE_SUFFIX).unwrap_or(name)
 }
 
 /// Whether a chain name is the enforcer's.
@@ -156,8 +175,18 @@ mod tests {
             (tmp_set(&s6), Family::V6),
             (LOCAL_SET6.to_string(), Family::V6),
             (tmp_set(LOCAL_SET6), Family::V6),
+            (other_side(&s), Family::V4),
+            (other_side(LOCAL_SET), Family::V4),
+            (other_side(&s6), Family::V6),
+            (other_side(LOCAL_SET6), Family::V6),
         ] {
             assert_eq!(set_family(&name), family, "{name}");
+        }
+        for name in [s.as_str(), s6.as_str(), LOCAL_SET, LOCAL_SET6] {
+            let b = other_side(name);
+            assert!(b.len() <= MAX_SET_LEN && is_owned_set(&b) && b != name, "{b}");
+            assert_eq!(other_side(&b), name);
+            assert_eq!((rendered_set(&b), rendered_set(name)), (name, name));
         }
         for fixed in [FORWARD_CHAIN, EGRESS_CHAIN, INGRESS_CHAIN] {
             assert!(fixed.len() <= MAX_CHAIN_LEN && is_owned_chain(fixed));

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::apply::{Applier, ApplyError, backend};
+use crate::apply::{Applier, ApplyError, XtablesWait, backend};
 use crate::compile::{Family, NodeView, compile_family};
 use crate::render::{DEFAULT_ALLOW_MARK, RenderOptions, Rendered, render};
 
@@ -38,6 +38,8 @@ pub struct SyncOptions {
     pub allow_mark: u32,
     /// whether to program the IPv6 filter table too (off only on a kernel without IPv6)
     pub ipv6: bool,
+    /// how long iptables waits for the xtables lock (legacy backend) before the sync fails
+    pub xtables_wait: XtablesWait,
 }
 
 impl Default for SyncOptions {
@@ -48,6 +50,7 @@ impl Default for SyncOptions {
             pod_cidrs: Vec::new(),
             allow_mark: DEFAULT_ALLOW_MARK,
             ipv6: true,
+            xtables_wait: XtablesWait::default(),
         }
     }
 }
@@ -59,7 +62,7 @@ pub struct FamilyReport {
     pub chains_written: usize,
     /// stale chains deleted
     pub chains_removed: usize,
-    /// sets rebuilt (tmp + swap)
+    /// sets rebuilt (under the name the rules do not use)
     pub sets_written: usize,
     /// stale sets destroyed
     pub sets_removed: usize,
@@ -77,7 +80,7 @@ pub struct SyncReport {
     pub chains_written: usize,
     /// stale chains deleted
     pub chains_removed: usize,
-    /// sets rebuilt (tmp + swap)
+    /// sets rebuilt (under the name the rules do not use)
     pub sets_written: usize,
     /// stale sets destroyed
     pub sets_removed: usize,
@@ -216,7 +219,7 @@ impl<E: Executor> Syncer<E> {
         let slot = Self::slot(family);
         if self.appliers[slot].is_none() {
             let backend = self.backend()?;
-            let mut applier = Applier::for_family(backend, family);
+            let mut applier = Applier::for_family(backend, family).with_xtables_wait(self.options.xtables_wait);
             applier.adopt(&self.executor).map_err(|e| SyncError::apply(family, e))?;
             tracing::info!(
                 %family,
@@ -287,7 +290,7 @@ impl<E: Executor> Syncer<E> {
             &[Family::V4]
         };
         for &family in families {
-            let mut applier = Applier::for_family(backend, family);
+            let mut applier = Applier::for_family(backend, family).with_xtables_wait(self.options.xtables_wait);
             let report = applier
                 .cleanup(&self.executor)
                 .map_err(|e| SyncError::apply(family, e))?;

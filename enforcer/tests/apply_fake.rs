@@ -1,6 +1,7 @@
 //! The apply path against a fake executor: the order of operations, what is
 //! rewritten, and failed restores (no root needed).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -93,13 +94,11 @@ fn sets_before_rules_then_jump_and_only_changes_afterwards() {
         ],
         "{calls:?}"
     );
+    // Nothing is in force yet: every set is built under its own name.
     let sets = calls[2].2.clone().unwrap_or_default();
-    assert!(sets.contains("swap tg-tmp-local tg-local"), "{sets}");
-    assert!(
-        !sets.contains("flush tg-local\n"),
-        "a live set is never flushed in place: {sets}"
-    );
-    assert_eq!(calls[3].1, ["--noflush", "-w"]);
+    assert!(sets.contains("create tg-local hash:net"), "{sets}");
+    assert!(!sets.contains("tg-local-b"), "{sets}");
+    assert_eq!(calls[3].1, ["--noflush", "-w", "5", "-W", "100000"]);
     assert_eq!(report.chains_written, 12);
     assert_eq!(report.sets_written, report.sets);
     let v6 = calls[7].2.clone().unwrap_or_default();
@@ -140,6 +139,121 @@ fn sets_before_rules_then_jump_and_only_changes_afterwards() {
         .collect();
     assert_eq!(destroys.len(), 1, "{calls:?}");
     assert!(destroys.iter().all(|&i| i > restore));
+}
+
+/// The sets an `ipset restore` script creates, flushes, fills, swaps or destroys.
+fn sets_touched(script: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in script.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["swap", a, b, ..] => {
+                out.insert(a.to_string());
+                out.insert(b.to_string());
+            }
+            [_, name, ..] => {
+                out.insert(name.to_string());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The sets the rules of an `iptables-restore` script match.
+fn sets_matched(script: &str) -> BTreeSet<String> {
+    let words: Vec<&str> = script.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "--match-set")
+        .map(|w| w[1].to_string())
+        .collect()
+}
+
+#[test]
+fn a_changed_set_is_built_aside_and_a_failed_rule_restore_leaves_the_sets_in_force_untouched() {
+    let (mut cluster, node) = fixture();
+    let fake = Fake::default();
+    let mut syncer = Syncer::new(node, &fake, options());
+    syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
+    let first = fake.take();
+    let in_force = first
+        .iter()
+        .find(|c| c.0 == "iptables-nft-restore")
+        .and_then(|c| c.2.as_deref())
+        .map(sets_matched)
+        .unwrap_or_default();
+    assert!(in_force.contains("tg-local"), "{in_force:?}");
+
+    // A new local pod: tg-local changes, and so do the dispatch chains.
+    let mut pod = cluster
+        .pods()
+        .find(|p| p.name == "web")
+        .cloned()
+        .unwrap_or_else(|| panic!("no web pod"));
+    pod.name = "web-2".into();
+    pod.ips = vec!["10.0.1.9".parse().unwrap_or_else(|e| panic!("{e}"))];
+    cluster.upsert_pod(pod);
+    if let Ok(mut f) = fake.fail_restore_line.lock() {
+        *f = Some(2);
+    }
+    assert!(syncer.sync(&cluster).is_err());
+    let calls = fake.take();
+    let set_script = calls
+        .iter()
+        .find(|c| c.0 == "ipset" && c.1 == ["restore"])
+        .and_then(|c| c.2.clone())
+        .unwrap_or_default();
+    let touched = sets_touched(&set_script);
+    assert!(touched.contains("tg-local-b"), "{set_script}");
+    // The failed restore left the old rules in force, matching sets nothing changed.
+    let changed_in_force: Vec<&String> = touched.intersection(&in_force).collect();
+    assert!(
+        changed_in_force.is_empty(),
+        "{changed_in_force:?} changed under the old rules:\n{set_script}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.1.first().is_some_and(|a| a == "destroy")),
+        "{calls:?}"
+    );
+
+    // The retry builds the set again and switches the rules to it in the one restore,
+    // then destroys the set the old rules used.
+    if let Ok(mut f) = fake.fail_restore_line.lock() {
+        *f = None;
+    }
+    syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
+    let calls = fake.take();
+    let restore = calls
+        .iter()
+        .position(|c| c.0 == "iptables-nft-restore")
+        .unwrap_or_else(|| panic!("no restore: {calls:?}"));
+    let rules = calls[restore].2.clone().unwrap_or_default();
+    assert!(sets_matched(&rules).contains("tg-local-b"), "{rules}");
+    assert!(!sets_matched(&rules).contains("tg-local"), "{rules}");
+    assert!(rules.contains(":TG-FORWARD - [0:0]"), "{rules}");
+    let destroyed: Vec<(usize, &str)> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.1.first().is_some_and(|a| a == "destroy"))
+        .map(|(i, c)| (i, c.1[1].as_str()))
+        .collect();
+    assert!(
+        destroyed.iter().any(|&(i, s)| s == "tg-local" && i > restore),
+        "{calls:?}"
+    );
+
+    // The next change goes back to the first name.
+    cluster.remove_pod("shop", "web-2");
+    syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
+    let calls = fake.take();
+    let set_script = calls
+        .iter()
+        .find(|c| c.0 == "ipset" && c.1 == ["restore"])
+        .and_then(|c| c.2.clone())
+        .unwrap_or_default();
+    assert!(sets_touched(&set_script).contains("tg-local"), "{set_script}");
+    assert!(!sets_touched(&set_script).contains("tg-local-b"), "{set_script}");
 }
 
 #[test]

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod faults;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
