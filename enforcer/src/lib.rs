@@ -13,5 +13,6 @@ pub mod files;
 pub mod load;
 pub mod naming;
 pub mod netns;
+pub mod objects;
 pub mod render;
 pub mod sync;

@@ -194,6 +194,25 @@ impl<E: Executor> Syncer<E> {
         render(&compile_family(cluster, &self.node_view(), family), &options)
     }
 
+    /// The address families this syncer programs, in the order they are applied.
+    pub fn families(&self) -> &'static [Family] {
+        if self.options.ipv6 {
+            &Family::BOTH
+        } else {
+            &[Family::V4]
+        }
+    }
+
+    /// Everything [`Syncer::sync`] would program for `cluster`: one rendered rule
+    /// set per family it programs, IPv4 first (compile + render, no I/O). `render`
+    /// prints exactly these.
+    pub fn render_all(&self, cluster: &tierguard::Cluster) -> Vec<Rendered> {
+        self.families()
+            .iter()
+            .map(|family| self.render_family(cluster, *family))
+            .collect()
+    }
+
     fn backend(&mut self) -> Result<Backend, SyncError> {
         if let Some(b) = self.options.backend.or(self.backend) {
             return Ok(b);
