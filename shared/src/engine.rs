@@ -44,6 +44,36 @@ impl Endpoint<'_> {
     }
 }
 
+/// The address family a connection uses. A dual-stack pod is reached over
+/// one of its addresses at a time, and only ipBlocks tell the families apart:
+/// a block matches the endpoint's address of the connection's family only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum AddressFamily {
+    /// IPv4
+    IPv4,
+    /// IPv6
+    IPv6,
+}
+
+impl AddressFamily {
+    /// Whether `ip` is of this family.
+    pub fn has(self, ip: &IpAddr) -> bool {
+        matches!(
+            (self, ip),
+            (AddressFamily::IPv4, IpAddr::V4(_)) | (AddressFamily::IPv6, IpAddr::V6(_))
+        )
+    }
+}
+
+impl fmt::Display for Endpoint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Pod(p) => write!(f, "{}/{}", p.namespace, p.name),
+            Endpoint::Address(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
 /// How one side (the source's egress or the destination's ingress) judged a connection.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum SideVerdict {
@@ -169,6 +199,18 @@ impl Cluster {
     /// Selector peers match pods only, never host-network ones; ipBlocks match
     /// by address, pods included.
     pub fn peer_matches(&self, peer: &Peer, policy_namespace: &str, endpoint: Endpoint<'_>) -> bool {
+        self.peer_matches_over(peer, policy_namespace, endpoint, None)
+    }
+
+    /// [`Cluster::peer_matches`] for a connection over `family` (`None`: any of the
+    /// endpoint's addresses).
+    fn peer_matches_over(
+        &self,
+        peer: &Peer,
+        policy_namespace: &str,
+        endpoint: Endpoint<'_>,
+        family: Option<AddressFamily>,
+    ) -> bool {
         match peer {
             Peer::Pods { namespaces, pods } => match endpoint {
                 Endpoint::Pod(pod) => {
@@ -178,12 +220,17 @@ impl Cluster {
                 }
                 Endpoint::Address(_) => false,
             },
-            Peer::Block(block) => endpoint.addresses().iter().any(|ip| block.contains(ip)),
+            Peer::Block(block) => endpoint
+                .addresses()
+                .iter()
+                .filter(|ip| family.is_none_or(|f| f.has(ip)))
+                .any(|ip| block.contains(ip)),
         }
     }
 
     /// How `pod`'s side judges a connection with `peer` in `direction`, for
-    /// `protocol` to port `port` of `destination` (which resolves named ports).
+    /// `protocol` to port `port` of `destination` (which resolves named ports),
+    /// over `family` (`None`: any address).
     fn side(
         &self,
         pod: &PodInfo,
@@ -192,6 +239,7 @@ impl Cluster {
         protocol: Protocol,
         port: u16,
         destination: Endpoint<'_>,
+        family: Option<AddressFamily>,
     ) -> SideVerdict {
         let named = |name: &str, proto: Protocol| match destination {
             Endpoint::Pod(d) if !d.host_network => d.named_port(name, proto),
@@ -208,7 +256,7 @@ impl Cluster {
                     None => Some(None),
                     Some(peers) => peers
                         .iter()
-                        .position(|p| self.peer_matches(p, &policy.id.namespace, peer))
+                        .position(|p| self.peer_matches_over(p, &policy.id.namespace, peer, family))
                         .map(Some),
                 };
                 if let Some(peer_index) = peer_hit {
@@ -246,6 +294,31 @@ impl Cluster {
     /// assert_eq!(verdict.to_string(), "allowed: egress allowed: not isolated; ingress allowed: not isolated");
     /// ```
     pub fn allowed(&self, from: Endpoint<'_>, to: Endpoint<'_>, protocol: Protocol, port: u16) -> Verdict {
+        self.allowed_in(from, to, protocol, port, None)
+    }
+
+    /// [`Cluster::allowed`] for a connection over one address family: ipBlocks
+    /// match the endpoints' addresses of that family only (a dual-stack pod
+    /// reached over IPv4 is not in an IPv6 block, whatever its IPv6 address).
+    pub fn allowed_over(
+        &self,
+        from: Endpoint<'_>,
+        to: Endpoint<'_>,
+        protocol: Protocol,
+        port: u16,
+        family: AddressFamily,
+    ) -> Verdict {
+        self.allowed_in(from, to, protocol, port, Some(family))
+    }
+
+    fn allowed_in(
+        &self,
+        from: Endpoint<'_>,
+        to: Endpoint<'_>,
+        protocol: Protocol,
+        port: u16,
+        family: Option<AddressFamily>,
+    ) -> Verdict {
         if let (Endpoint::Pod(a), Endpoint::Pod(b)) = (from, to)
             && a.namespace == b.namespace
             && a.name == b.name
@@ -264,13 +337,13 @@ impl Cluster {
         let egress = match from {
             Endpoint::Pod(pod) if pod.host_network => SideVerdict::HostNetwork,
             Endpoint::Pod(_) if own_node => SideVerdict::OwnNode,
-            Endpoint::Pod(pod) => self.side(pod, Direction::Egress, to, protocol, port, to),
+            Endpoint::Pod(pod) => self.side(pod, Direction::Egress, to, protocol, port, to, family),
             Endpoint::Address(_) => SideVerdict::NotAPod,
         };
         let ingress = match to {
             Endpoint::Pod(pod) if pod.host_network => SideVerdict::HostNetwork,
             Endpoint::Pod(_) if own_node => SideVerdict::OwnNode,
-            Endpoint::Pod(pod) => self.side(pod, Direction::Ingress, from, protocol, port, to),
+            Endpoint::Pod(pod) => self.side(pod, Direction::Ingress, from, protocol, port, to, family),
             Endpoint::Address(_) => SideVerdict::NotAPod,
         };
         Verdict { egress, ingress }

@@ -516,3 +516,21 @@ fn a_pod_and_a_host_network_pod_of_its_own_node_always_reach_each_other() {
         "allowed: egress allowed: host-network pod (node traffic); ingress allowed: its own node"
     );
 }
+
+#[test]
+fn over_one_family_ip_blocks_match_that_familys_address_only() {
+    let mut c = cluster(&[np(
+        "y",
+        "v6-only",
+        serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "fd00::/64"}}]}]}),
+    )]);
+    if let Some(pod) = c.pod_mut("x", "a") {
+        pod.ips.push("fd00::1".parse().expect("ip"));
+    }
+    let (a, dst) = (c.pod("x", "a").expect("pod"), c.pod("y", "a").expect("pod"));
+    let over = |family| c.allowed_over(Endpoint::Pod(a), Endpoint::Pod(dst), Protocol::Tcp, 80, family);
+    assert!(over(AddressFamily::IPv6).allowed());
+    assert!(!over(AddressFamily::IPv4).allowed());
+    // Without a family, any of the pod's addresses counts.
+    assert!(verdict(&c, "x/a", "y/a", Protocol::Tcp, 80).allowed());
+}
