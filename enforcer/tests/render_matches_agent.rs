@@ -30,10 +30,13 @@ fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent-view")
 }
 
+/// A program run: program, arguments, stdin.
+type Call = (String, Vec<String>, Option<String>);
+
 /// Every program run with its stdin; an empty node (saves and lists print nothing).
 #[derive(Default)]
 struct Recorder {
-    calls: Mutex<Vec<(String, Vec<String>, Option<String>)>>,
+    calls: Mutex<Vec<Call>>,
 }
 
 impl Executor for Recorder {
@@ -71,7 +74,7 @@ fn sets_as_rendered(script: &str) -> String {
 }
 
 /// What the agent applied on its first sync, family by family, as `render` prints it.
-fn agent_text(calls: &[(String, Vec<String>, Option<String>)]) -> String {
+fn agent_text(calls: &[Call]) -> String {
     let comment = format!(
         "*filter\n# inserted once, outside the restore: -I FORWARD {}\n",
         forward_jump().join(" ")

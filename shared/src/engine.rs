@@ -74,6 +74,16 @@ impl fmt::Display for Endpoint<'_> {
     }
 }
 
+/// What both sides judge: `protocol` to port `port` of `destination` (which
+/// resolves named ports), over `family` (`None`: any address).
+#[derive(Clone, Copy)]
+struct Connection<'a> {
+    protocol: Protocol,
+    port: u16,
+    destination: Endpoint<'a>,
+    family: Option<AddressFamily>,
+}
+
 /// How one side (the source's egress or the destination's ingress) judged a connection.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum SideVerdict {
@@ -228,19 +238,20 @@ impl Cluster {
         }
     }
 
-    /// How `pod`'s side judges a connection with `peer` in `direction`, for
-    /// `protocol` to port `port` of `destination` (which resolves named ports),
-    /// over `family` (`None`: any address).
+    /// How `pod`'s side judges `connection` with `peer` in `direction`.
     fn side(
         &self,
         pod: &PodInfo,
         direction: Direction,
         peer: Endpoint<'_>,
-        protocol: Protocol,
-        port: u16,
-        destination: Endpoint<'_>,
-        family: Option<AddressFamily>,
+        connection: &Connection<'_>,
     ) -> SideVerdict {
+        let Connection {
+            protocol,
+            port,
+            destination,
+            family,
+        } = *connection;
         let named = |name: &str, proto: Protocol| match destination {
             Endpoint::Pod(d) if !d.host_network => d.named_port(name, proto),
             Endpoint::Pod(_) | Endpoint::Address(_) => None,
@@ -334,16 +345,22 @@ impl Cluster {
             }
             _ => false,
         };
+        let connection = Connection {
+            protocol,
+            port,
+            destination: to,
+            family,
+        };
         let egress = match from {
             Endpoint::Pod(pod) if pod.host_network => SideVerdict::HostNetwork,
             Endpoint::Pod(_) if own_node => SideVerdict::OwnNode,
-            Endpoint::Pod(pod) => self.side(pod, Direction::Egress, to, protocol, port, to, family),
+            Endpoint::Pod(pod) => self.side(pod, Direction::Egress, to, &connection),
             Endpoint::Address(_) => SideVerdict::NotAPod,
         };
         let ingress = match to {
             Endpoint::Pod(pod) if pod.host_network => SideVerdict::HostNetwork,
             Endpoint::Pod(_) if own_node => SideVerdict::OwnNode,
-            Endpoint::Pod(pod) => self.side(pod, Direction::Ingress, from, protocol, port, to, family),
+            Endpoint::Pod(pod) => self.side(pod, Direction::Ingress, from, &connection),
             Endpoint::Address(_) => SideVerdict::NotAPod,
         };
         Verdict { egress, ingress }
