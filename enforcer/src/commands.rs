@@ -14,6 +14,7 @@ use clap::Args;
 use ipnet::IpNet;
 
 use crate::apply::backend::Backend;
+use crate::conntrack::EnforceExisting;
 use crate::load::load_manifests;
 use crate::sync::{HostExecutor, NodeIdentity, SyncOptions, Syncer};
 
@@ -126,6 +127,11 @@ pub struct RunArgs {
     /// remove every TG- chain and tg- set on SIGTERM (default: leave them enforcing)
     #[arg(long)]
     pub cleanup_on_exit: bool,
+    /// established connections of local pods that new rules deny: `keep` them
+    /// (conntrack lets them flow until they end) or `delete` their conntrack
+    /// entries after the sync, so their next packet meets the new rules
+    #[arg(long, value_enum, default_value = "keep")]
+    pub enforce_existing: EnforceExisting,
 }
 
 /// The scripts `render` prints for what `syncer` programs: per family (IPv4,
@@ -226,6 +232,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         nflog_group: args.nflog_group,
         pod_cidrs: args.pod_cidrs.clone(),
         ipv6: args.ipv6.enabled(),
+        enforce_existing: args.enforce_existing,
         ..SyncOptions::default()
     };
     let node = NodeIdentity {

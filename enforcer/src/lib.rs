@@ -6,6 +6,7 @@ pub mod apply;
 pub mod commands;
 pub mod compile;
 pub mod conformance;
+pub mod conntrack;
 pub mod contract;
 pub mod daemon;
 pub mod exec;

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub errors: Counter,
     /// successful syncs
     pub syncs: Counter,
+    /// conntrack entries of connections the new rules deny, deleted (`--enforce-existing delete`)
+    pub conntrack_deleted: Counter,
 }
 
 impl Default for Metrics {
@@ -42,6 +44,7 @@ impl Metrics {
         let last_success = Gauge::<f64, AtomicU64>::default();
         let errors = Counter::default();
         let syncs = Counter::default();
+        let conntrack_deleted = Counter::default();
         registry.register(
             "sync_duration_seconds",
             "Time to compile, render and apply the node's rules",
@@ -56,6 +59,11 @@ impl Metrics {
         );
         registry.register("sync_errors", "Failed syncs", errors.clone());
         registry.register("syncs", "Successful syncs", syncs.clone());
+        registry.register(
+            "conntrack_deleted",
+            "Conntrack entries of established connections the new rules deny, deleted",
+            conntrack_deleted.clone(),
+        );
         Metrics {
             registry,
             sync_duration,
@@ -64,6 +72,7 @@ impl Metrics {
             last_success,
             errors,
             syncs,
+            conntrack_deleted,
         }
     }
 
@@ -74,5 +83,18 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conntrack_deletions_are_counted_under_their_documented_name() {
+        let metrics = Metrics::new();
+        metrics.conntrack_deleted.inc_by(3);
+        let text = metrics.encode();
+        assert!(text.contains("tierguard_enforcer_conntrack_deleted_total 3"), "{text}");
     }
 }

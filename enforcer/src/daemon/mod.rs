@@ -145,6 +145,9 @@ fn record<E: Executor>(syncer: &mut Syncer<E>, cluster: &Cluster, full: bool, me
         Ok(report) => {
             metrics.syncs.inc();
             metrics
+                .conntrack_deleted
+                .inc_by(u64::try_from(report.conntrack_deleted).unwrap_or(u64::MAX));
+            metrics
                 .rules
                 .set(i64::try_from(report.total_rules()).unwrap_or(i64::MAX));
             metrics.sets.set(i64::try_from(report.total_sets()).unwrap_or(i64::MAX));
