@@ -152,6 +152,7 @@ fn cluster(pods: usize, policies: usize) -> Cluster {
                     protocol: Protocol::Tcp,
                 },
             ],
+            host_network: false,
         });
     }
     for j in 0..policies {

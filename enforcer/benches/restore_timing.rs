@@ -57,6 +57,7 @@ fn generate(pods: usize, policies: usize) -> Cluster {
                 port: 8080,
                 protocol: Protocol::Tcp,
             }],
+            host_network: false,
         });
     }
     for q in 0..policies {

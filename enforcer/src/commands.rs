@@ -16,9 +16,8 @@ use ipnet::IpNet;
 
 use crate::apply::XtablesWait;
 use crate::apply::backend::Backend;
-use crate::compile::{Family, NodeView, compile_family};
-use crate::load::load;
-use crate::render::{DEFAULT_ALLOW_MARK, RenderOptions, render as render_rules};
+use crate::conntrack::EnforceExisting;
+use crate::load::load_manifests;
 use crate::sync::{HostExecutor, NodeIdentity, SyncOptions, Syncer};
 
 /// Backend choice on the command line.
@@ -81,6 +80,9 @@ pub struct RenderArgs {
     /// this node's pod CIDR(s): unknown addresses there are dropped
     #[arg(long = "pod-cidr")]
     pub pod_cidrs: Vec<IpNet>,
+    /// print the IPv6 rule set too, as `run --ipv6` programs it
+    #[arg(long, value_enum, default_value = "auto")]
+    pub ipv6: Ipv6Flag,
 }
 
 /// `cleanup`
@@ -143,6 +145,11 @@ pub struct RunArgs {
     /// `render` does) instead of watching an API server, then keep running.
     #[arg(long = "state", hide = true)]
     pub state: Vec<std::path::PathBuf>,
+    /// established connections of local pods that new rules deny: `keep` them
+    /// (conntrack lets them flow until they end) or `delete` their conntrack
+    /// entries after the sync, so their next packet meets the new rules
+    #[arg(long, value_enum, default_value = "keep")]
+    pub enforce_existing: EnforceExisting,
 }
 
 fn xtables_wait(seconds: u32) -> XtablesWait {
@@ -159,44 +166,37 @@ impl RunArgs {
     }
 }
 
-/// Whether the cluster, seen from `node`, has anything IPv6: a pod address, a node
-/// address, a pod CIDR or an ipBlock.
-pub fn has_ipv6(cluster: &tierguard::Cluster, node: &NodeView) -> bool {
-    let v6 = |ip: &IpAddr| ip.is_ipv6();
-    cluster.pods().any(|p| p.ips.iter().any(v6))
-        || node.addresses.iter().any(v6)
-        || node.pod_cidrs.iter().any(|n| matches!(n, IpNet::V6(_)))
-        || cluster.policies().any(|p| {
-            tierguard::policy::Direction::BOTH.iter().any(|d| {
-                p.rules(*d).iter().any(|r| {
-                    r.peers
-                        .iter()
-                        .flatten()
-                        .any(|peer| matches!(peer, tierguard::policy::Peer::Block(b) if matches!(b.cidr, IpNet::V6(_))))
-                })
-            })
-        })
+/// The scripts `render` prints for what `syncer` programs: per family (IPv4,
+/// then IPv6 when it programs IPv6), the ipset script, then the
+/// iptables-restore script.
+pub fn render_text<E: crate::exec::Executor>(syncer: &Syncer<E>, cluster: &tierguard::Cluster) -> String {
+    syncer
+        .render_all(cluster)
+        .iter()
+        .map(|rendered| format!("{}{}", rendered.ipset_script(), rendered.iptables_script()))
+        .collect()
 }
 
-/// Prints the ipset and iptables-restore scripts for a node (IPv4), then the
-/// IPv6 ipset and ip6tables-restore scripts when the cluster has anything IPv6.
+/// Prints what the agent would program on a node from these manifests: the
+/// objects go through the agent's conversion (finished pods gone, broken
+/// policy rules dropped, each reported on stderr) and the agent's render.
 pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
-    let (cluster, addresses) = load(&args.paths, &args.node)?;
-    let node = NodeView {
-        name: args.node.clone(),
-        addresses,
-        pod_cidrs: args.pod_cidrs.clone(),
-    };
-    let options = RenderOptions {
-        nflog_group: args.nflog_group,
-        allow_mark: DEFAULT_ALLOW_MARK,
-    };
-    let rendered = render_rules(&compile_family(&cluster, &node, Family::V4), &options);
-    print!("{}{}", rendered.ipset_script(), rendered.iptables_script());
-    if has_ipv6(&cluster, &node) {
-        let rendered = render_rules(&compile_family(&cluster, &node, Family::V6), &options);
-        print!("{}{}", rendered.ipset_script(), rendered.iptables_script());
+    let loaded = load_manifests(&args.paths, &args.node)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
     }
+    let options = SyncOptions {
+        nflog_group: args.nflog_group,
+        pod_cidrs: args.pod_cidrs.clone(),
+        ipv6: args.ipv6.enabled(),
+        ..SyncOptions::default()
+    };
+    let node = NodeIdentity {
+        name: args.node.clone(),
+        addresses: loaded.node_addresses,
+    };
+    let syncer = Syncer::new(node, HostExecutor, options);
+    print!("{}", render_text(&syncer, &loaded.cluster));
     Ok(())
 }
 
@@ -262,9 +262,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         let addresses = node_addresses(&client, args).await;
         (watch::updates(client).boxed(), addresses)
     } else {
-        let (cluster, from_files) = load(&args.state, &args.node_name)?;
+        let loaded = load_manifests(&args.state, &args.node_name)?;
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        let cluster = loaded.cluster;
         let addresses = if args.node_ips.is_empty() {
-            from_files
+            loaded.node_addresses
         } else {
             args.node_ips.clone()
         };
@@ -279,6 +283,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         pod_cidrs: args.pod_cidrs.clone(),
         ipv6: args.ipv6.enabled(),
         xtables_wait: xtables_wait(args.xtables_wait_seconds),
+        enforce_existing: args.enforce_existing,
         ..SyncOptions::default()
     };
     let node = NodeIdentity {

@@ -7,6 +7,11 @@
 //! distinct peer within one compile, so the data plane cannot disagree with
 //! the model (the differential tests check it packet by packet).
 //!
+//! Host-network pods are left out entirely: they are never local (their
+//! traffic is the node's, which is accepted as such) and never in a selector
+//! peer's set or a named port's destinations (their address is the node's;
+//! only ipBlocks match it), as in the engine.
+//!
 //! One rule set per address family ([`Family`]): the IPv4 rule set holds the
 //! IPv4 pod addresses and IPv4 ipBlocks only, the IPv6 one the IPv6 ones
 //! (rendered for `ip6tables-restore`, sets of `family inet6`). An ipBlock of
@@ -266,7 +271,8 @@ struct Compiler<'a> {
     /// local pods (with addresses of the family), in cluster order
     local: Vec<&'a PodInfo>,
     sets: BTreeMap<String, IpSet>,
-    /// every pod of the cluster, in cluster order (namespace, then name)
+    /// every pod of the cluster that policies can name (not host-network), in
+    /// cluster order (namespace, then name)
     all: Vec<&'a PodInfo>,
     /// per pod of `all`: its label class (pods with equal labels share one, so a
     /// selector is evaluated once per class)
@@ -589,15 +595,19 @@ impl<'a> Compiler<'a> {
     }
 }
 
-/// Whether a pod runs on `node` and has an IPv4 address that is not the node's own
-/// (host-network pods share the node's address and are not subject to NetworkPolicy).
+/// Whether a pod runs on `node`, is not a host-network pod, and has an IPv4
+/// address that is not the node's own (host-network pods share the node's
+/// address and are not subject to NetworkPolicy; the address check also
+/// keeps a pod whose `hostNetwork` was not reported off the node's address).
 pub fn is_local(pod: &PodInfo, node: &NodeView) -> bool {
     is_local_in(pod, node, Family::V4)
 }
 
 /// [`is_local`] for one address family.
 pub fn is_local_in(pod: &PodInfo, node: &NodeView, family: Family) -> bool {
-    pod.node.as_deref() == Some(node.name.as_str()) && addrs(&pod.ips, family).any(|ip| !node.addresses.contains(&ip))
+    !pod.host_network
+        && pod.node.as_deref() == Some(node.name.as_str())
+        && addrs(&pod.ips, family).any(|ip| !node.addresses.contains(&ip))
 }
 
 /// Compiles the IPv4 rule set of `node`.
@@ -614,7 +624,7 @@ pub fn compile_family(cluster: &Cluster, node: &NodeView, family: Family) -> Rul
         family,
         local: local.clone(),
         sets: BTreeMap::new(),
-        all: cluster.pods().collect(),
+        all: cluster.pods().filter(|p| !p.host_network).collect(),
         class: Vec::new(),
         class_labels: Vec::new(),
         namespaces: Vec::new(),
@@ -631,11 +641,11 @@ pub fn compile_family(cluster: &Cluster, node: &NodeView, family: Family) -> Rul
         }
         compiler.class.push(class);
     }
-    let mut start = 0;
-    for namespace in cluster.pod_namespaces() {
-        let end = start + cluster.pods_in(namespace).count();
-        compiler.namespaces.push((namespace, start..end));
-        start = end;
+    for (i, pod) in compiler.all.iter().enumerate() {
+        match compiler.namespaces.last_mut() {
+            Some((namespace, range)) if *namespace == pod.namespace.as_str() => range.end = i + 1,
+            _ => compiler.namespaces.push((pod.namespace.as_str(), i..i + 1)),
+        }
     }
     let mut policies: BTreeMap<String, PolicyChain> = BTreeMap::new();
     let mut local_pods = Vec::new();

@@ -1,12 +1,16 @@
 //! Reading a node's view of a cluster from manifest files (for `render`, and
-//! for `run --state` in tests).
+//! for `run --state` in tests), through the agent's own conversion
+//! ([`crate::objects`]): what `render` prints is what the agent would program
+//! from the same objects.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Node;
 use tierguard::manifest::{Manifest, parse_manifests};
-use tierguard::{Cluster, NamespaceInfo, PodInfo, Policy};
+use tierguard::{Cluster, NamespaceInfo};
+
+use crate::objects::{self, PodView};
 
 use crate::daemon::Update;
 
@@ -35,38 +39,67 @@ pub fn as_updates(cluster: &Cluster) -> Vec<Update> {
     ]
 }
 
-/// Reads every manifest under `paths` into a cluster, and the addresses of node `node`.
-pub fn load(paths: &[PathBuf], node: &str) -> Result<(Cluster, Vec<IpAddr>), BadInput> {
+/// What the manifests give a node.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    /// the cluster as the agent would see it
+    pub cluster: Cluster,
+    /// the node's own addresses (its Node's InternalIPs)
+    pub node_addresses: Vec<IpAddr>,
+    /// what the agent would ignore or drop, each naming the file, the object and the field
+    pub warnings: Vec<String>,
+}
+
+/// Reads every manifest under `paths` as the agent would see the objects, and
+/// the addresses of node `node`. Objects the agent ignores (unreadable pods)
+/// or trims (broken policy rules) are reported in `warnings`; only files that
+/// cannot be read or parsed are errors.
+pub fn load_manifests(paths: &[PathBuf], node: &str) -> Result<Loaded, BadInput> {
     let files = crate::files::files_under(paths, &["yaml", "yml", "json"]).map_err(BadInput)?;
-    let mut cluster = Cluster::new();
-    let mut addresses = Vec::new();
+    let mut loaded = Loaded::default();
     for file in files {
         let name = file.display().to_string();
         let text = std::fs::read_to_string(&file).map_err(|e| BadInput(format!("{name}: {e}")))?;
         for manifest in parse_manifests(&text, &name).map_err(|e| BadInput(e.to_string()))? {
             match manifest {
-                Manifest::Namespace(ns) => cluster.upsert_namespace(NamespaceInfo::from_k8s(&ns)),
-                Manifest::Pod(pod) => {
-                    let info = PodInfo::from_k8s(&pod).map_err(|errors| {
-                        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-                        let pod_name = pod.metadata.name.as_deref().unwrap_or("?");
-                        let what: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                        BadInput(format!("{name}: Pod {ns}/{pod_name}: {}", what.join("; ")))
-                    })?;
-                    cluster.upsert_pod(info);
-                }
+                Manifest::Namespace(ns) => loaded.cluster.upsert_namespace(NamespaceInfo::from_k8s(&ns)),
+                Manifest::Pod(pod) => match objects::pod(&pod) {
+                    PodView::Tracked(info) => loaded.cluster.upsert_pod(info),
+                    PodView::Finished => {}
+                    PodView::Invalid(errors) => loaded.warnings.push(format!(
+                        "{name}: Pod {}: {}: pod ignored",
+                        objects::object_key(&pod.metadata),
+                        objects::describe(&errors)
+                    )),
+                },
                 Manifest::NetworkPolicy(np) => {
-                    let policy = Policy::from_k8s(&np).map_err(|e| BadInput(format!("{name}: {e}")))?;
-                    cluster.upsert_policy(policy);
+                    let lenient = objects::policy(&np);
+                    if !lenient.errors.is_empty() {
+                        loaded.warnings.push(format!(
+                            "{name}: NetworkPolicy {}: {}: the rules with these fields are dropped (they allow nothing)",
+                            lenient.policy.id,
+                            objects::describe(&lenient.errors)
+                        ));
+                    }
+                    loaded.cluster.upsert_policy(lenient.policy);
                 }
                 Manifest::Node(n) => {
                     if n.metadata.name.as_deref() == Some(node) {
-                        addresses.extend(node_addresses(&n));
+                        loaded.node_addresses.extend(node_addresses(&n));
                     }
                 }
                 Manifest::Other { .. } => {}
             }
         }
     }
-    Ok((cluster, addresses))
+    Ok(loaded)
+}
+
+/// [`load_manifests`], with the warnings logged.
+pub fn load(paths: &[PathBuf], node: &str) -> Result<(Cluster, Vec<IpAddr>), BadInput> {
+    let loaded = load_manifests(paths, node)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok((loaded.cluster, loaded.node_addresses))
 }

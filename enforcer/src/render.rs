@@ -389,7 +389,6 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::commands::has_ipv6;
     use crate::compile::{NodeView, compile_family};
     use crate::naming::{LOCAL_SET, LOCAL_SET6, is_owned_set, set_family};
 
@@ -535,9 +534,5 @@ mod tests {
         assert_eq!(v6.chains[FORWARD_CHAIN].len(), 1);
         assert!(v6.chains[FORWARD_CHAIN][0].ends_with("-j RETURN"));
         assert!(v6.chains[EGRESS_CHAIN][0].ends_with("-j DROP"));
-        let (cluster, node) = view("basic");
-        assert!(!has_ipv6(&cluster, &node));
-        let (cluster, node) = view("dualstack");
-        assert!(has_ipv6(&cluster, &node));
     }
 }

@@ -10,7 +10,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::apply::{Applier, ApplyError, XtablesWait, backend};
-use crate::compile::{Family, NodeView, compile_family};
+use crate::compile::{Family, NodeView, RuleSet, compile_family};
+use crate::conntrack::{ConntrackTable, EnforceExisting, ExecConntrack, denied};
 use crate::render::{DEFAULT_ALLOW_MARK, RenderOptions, Rendered, render};
 
 pub use crate::apply::backend::Backend;
@@ -40,6 +41,8 @@ pub struct SyncOptions {
     pub ipv6: bool,
     /// how long iptables waits for the xtables lock (legacy backend) before the sync fails
     pub xtables_wait: XtablesWait,
+    /// what to do with established connections the new rules deny
+    pub enforce_existing: EnforceExisting,
 }
 
 impl Default for SyncOptions {
@@ -51,6 +54,7 @@ impl Default for SyncOptions {
             allow_mark: DEFAULT_ALLOW_MARK,
             ipv6: true,
             xtables_wait: XtablesWait::default(),
+            enforce_existing: EnforceExisting::Keep,
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct SyncReport {
     pub sets: usize,
     /// the IPv6 family
     pub ipv6: FamilyReport,
+    /// conntrack entries of denied connections deleted (`EnforceExisting::Delete`)
+    pub conntrack_deleted: usize,
 }
 
 impl SyncReport {
@@ -144,6 +150,9 @@ pub struct Syncer<E: Executor> {
     backend: Option<Backend>,
     /// the IPv4 and IPv6 appliers, created (and adopting) on first use
     appliers: [Option<Applier>; 2],
+    /// the rules changed since the connections they deny were last cut
+    /// (`EnforceExisting::Delete`; kept until a cut succeeds)
+    cut_pending: bool,
 }
 
 impl<E: Executor> Syncer<E> {
@@ -156,6 +165,7 @@ impl<E: Executor> Syncer<E> {
             options,
             backend: None,
             appliers: [None, None],
+            cut_pending: false,
         }
     }
 
@@ -190,11 +200,37 @@ impl<E: Executor> Syncer<E> {
 
     /// What this node gets for `cluster` in one address family (compile + render, no I/O).
     pub fn render_family(&self, cluster: &tierguard::Cluster, family: Family) -> Rendered {
+        self.compile_and_render(cluster, family).1
+    }
+
+    /// The one compile and render of both `sync` and `render`.
+    fn compile_and_render(&self, cluster: &tierguard::Cluster, family: Family) -> (RuleSet, Rendered) {
         let options = RenderOptions {
             nflog_group: self.options.nflog_group,
             allow_mark: self.options.allow_mark,
         };
-        render(&compile_family(cluster, &self.node_view(), family), &options)
+        let rules = compile_family(cluster, &self.node_view(), family);
+        let rendered = render(&rules, &options);
+        (rules, rendered)
+    }
+
+    /// The address families this syncer programs, in the order they are applied.
+    pub fn families(&self) -> &'static [Family] {
+        if self.options.ipv6 {
+            &Family::BOTH
+        } else {
+            &[Family::V4]
+        }
+    }
+
+    /// Everything [`Syncer::sync`] would program for `cluster`: one rendered rule
+    /// set per family it programs, IPv4 first (compile + render, no I/O). `render`
+    /// prints exactly these.
+    pub fn render_all(&self, cluster: &tierguard::Cluster) -> Vec<Rendered> {
+        self.families()
+            .iter()
+            .map(|family| self.render_family(cluster, *family))
+            .collect()
     }
 
     fn backend(&mut self) -> Result<Backend, SyncError> {
@@ -232,34 +268,81 @@ impl<E: Executor> Syncer<E> {
         self.appliers[slot].as_mut().ok_or(SyncError::NoBackend)
     }
 
-    fn sync_family(&mut self, cluster: &tierguard::Cluster, family: Family) -> Result<FamilyReport, SyncError> {
-        let rendered = self.render_family(cluster, family);
+    fn sync_family(
+        &mut self,
+        cluster: &tierguard::Cluster,
+        family: Family,
+    ) -> Result<(FamilyReport, RuleSet), SyncError> {
+        let (rules, rendered) = self.compile_and_render(cluster, family);
         self.applier(family)?;
         let Syncer { executor, appliers, .. } = self;
         let applier = appliers[Self::slot(family)].as_mut().ok_or(SyncError::NoBackend)?;
         let report = applier
             .apply(executor, &rendered)
             .map_err(|e| SyncError::apply(family, e))?;
-        Ok(FamilyReport {
+        let family_report = FamilyReport {
             chains_written: report.chains_written,
             chains_removed: report.chains_removed,
             sets_written: report.sets_written,
             sets_removed: report.sets_removed,
             rules: rendered.rule_count(),
             sets: rendered.sets.len(),
-        })
+        };
+        Ok((family_report, rules))
+    }
+
+    /// Deletes the conntrack entries of connections `rule_sets` deny; returns how many.
+    fn cut_denied(&self, rule_sets: &[RuleSet]) -> Result<usize, crate::exec::ExecError> {
+        let table = ExecConntrack::new(&self.executor);
+        let mut deleted = 0;
+        for rules in rule_sets {
+            let entries = table.list(rules.family)?;
+            for entry in denied(&entries, rules) {
+                table.delete(entry)?;
+                deleted += 1;
+                tracing::info!(
+                    protocol = %entry.protocol,
+                    source = %entry.source,
+                    destination = %entry.destination,
+                    port = entry.destination_port,
+                    "cut a connection the new rules deny"
+                );
+            }
+        }
+        Ok(deleted)
     }
 
     /// Compiles, renders and applies incrementally, IPv4 then IPv6; on error the
     /// failing family's previous rule set stays in force (and IPv6 is not
     /// attempted after an IPv4 failure).
+    ///
+    /// With [`EnforceExisting::Delete`], a sync that changed the rules then deletes
+    /// the conntrack entries of the connections they deny; a failure there is
+    /// logged (the rules are in force) and the cut is retried on the next sync.
     pub fn sync(&mut self, cluster: &tierguard::Cluster) -> Result<SyncReport, SyncError> {
-        let v4 = self.sync_family(cluster, Family::V4)?;
+        let (v4, rules4) = self.sync_family(cluster, Family::V4)?;
+        let mut rule_sets = vec![rules4];
         let ipv6 = if self.options.ipv6 {
-            self.sync_family(cluster, Family::V6)?
+            let (report, rules6) = self.sync_family(cluster, Family::V6)?;
+            rule_sets.push(rules6);
+            report
         } else {
             FamilyReport::default()
         };
+        let changed = |r: &FamilyReport| r.chains_written + r.chains_removed + r.sets_written + r.sets_removed > 0;
+        let mut conntrack_deleted = 0;
+        if self.options.enforce_existing == EnforceExisting::Delete {
+            self.cut_pending |= changed(&v4) || changed(&ipv6);
+            if self.cut_pending {
+                match self.cut_denied(&rule_sets) {
+                    Ok(n) => {
+                        conntrack_deleted = n;
+                        self.cut_pending = false;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot cut denied connections (retried on the next sync)"),
+                }
+            }
+        }
         Ok(SyncReport {
             chains_written: v4.chains_written,
             chains_removed: v4.chains_removed,
@@ -268,6 +351,7 @@ impl<E: Executor> Syncer<E> {
             rules: v4.rules,
             sets: v4.sets,
             ipv6,
+            conntrack_deleted,
         })
     }
 
@@ -368,6 +452,139 @@ mod tests {
             "{calls:?}"
         );
         assert!(!calls.iter().any(|c| c.starts_with("ip6tables")), "{calls:?}");
+    }
+
+    /// An empty node whose conntrack table holds `listing` (IPv4); records every command.
+    struct Node {
+        listing: &'static str,
+        fail_list: std::sync::atomic::AtomicBool,
+        calls: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl Executor for Node {
+        fn run(&self, program: &str, args: &[String], _stdin: Option<&str>) -> Result<String, ExecError> {
+            let mut call = vec![program.to_string()];
+            call.extend(args.iter().cloned());
+            if let Ok(mut c) = self.calls.lock() {
+                c.push(call);
+            }
+            let listing = program == "conntrack" && args.first().is_some_and(|a| a == "-L");
+            if listing && self.fail_list.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(ExecError {
+                    program: program.into(),
+                    args: args.to_vec(),
+                    code: Some(1),
+                    stderr: "conntrack: operation failed".into(),
+                });
+            }
+            let ipv4 = args.iter().any(|a| a == "ipv4");
+            Ok(if listing && ipv4 {
+                self.listing.to_string()
+            } else {
+                String::new()
+            })
+        }
+    }
+
+    fn conntrack_calls(node: &Node, what: &str) -> Vec<String> {
+        let calls = node.calls.lock().map(|c| c.clone()).unwrap_or_default();
+        calls
+            .into_iter()
+            .filter(|c| c[0] == "conntrack" && c.get(1).is_some_and(|a| a == what))
+            .map(|c| c[1..].join(" "))
+            .collect()
+    }
+
+    /// x/a, x/b, x/c on node n; b admits only a.
+    fn b_from_a() -> tierguard::Cluster {
+        let mut cluster = tierguard::Cluster::new();
+        cluster.upsert_namespace(tierguard::NamespaceInfo::new("x", Default::default()));
+        for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")] {
+            cluster.upsert_pod(tierguard::PodInfo {
+                namespace: "x".into(),
+                name: name.into(),
+                labels: [("pod".to_string(), name.to_string())].into_iter().collect(),
+                ips: ip.parse().into_iter().collect(),
+                node: Some("n".into()),
+                ports: vec![],
+                host_network: false,
+            });
+        }
+        let np: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "b-from-a", "namespace": "x"},
+            "spec": {"podSelector": {"matchLabels": {"pod": "b"}},
+                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}]}]}
+        }))
+        .unwrap_or_default();
+        if let Err(e) = cluster.apply_network_policy(&np) {
+            panic!("{e}");
+        }
+        cluster
+    }
+
+    const LISTING: &str = "\
+ipv4 2 tcp 6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=40001 dport=80 src=10.0.0.2 dst=10.0.0.1 sport=80 dport=40001 [ASSURED] mark=0 use=1
+ipv4 2 tcp 6 431999 ESTABLISHED src=10.0.0.3 dst=10.0.0.2 sport=40002 dport=80 src=10.0.0.2 dst=10.0.0.3 sport=80 dport=40002 [ASSURED] mark=0 use=1
+ipv4 2 udp 17 100 src=10.0.0.3 dst=10.0.0.2 sport=40003 dport=53 src=10.0.0.2 dst=10.0.0.3 sport=53 dport=40003 [ASSURED] mark=0 use=1
+ipv4 2 tcp 6 431999 ESTABLISHED src=10.0.0.3 dst=10.0.0.1 sport=40004 dport=80 src=10.0.0.1 dst=10.0.0.3 sport=80 dport=40004 [ASSURED] mark=0 use=1
+ipv4 2 tcp 6 431999 ESTABLISHED src=10.9.9.9 dst=10.8.8.8 sport=40005 dport=80 src=10.8.8.8 dst=10.9.9.9 sport=80 dport=40005 [ASSURED] mark=0 use=1
+";
+
+    fn node_syncer(mode: EnforceExisting) -> Syncer<Node> {
+        let identity = NodeIdentity {
+            name: "n".into(),
+            addresses: Vec::new(),
+        };
+        let options = SyncOptions {
+            backend: Some(Backend::Nft),
+            enforce_existing: mode,
+            ..SyncOptions::default()
+        };
+        let node = Node {
+            listing: LISTING,
+            fail_list: std::sync::atomic::AtomicBool::new(false),
+            calls: Mutex::new(Vec::new()),
+        };
+        Syncer::new(identity, node, options)
+    }
+
+    #[test]
+    fn delete_cuts_exactly_the_denied_connections_after_a_change() {
+        let mut s = node_syncer(EnforceExisting::Delete);
+        let report = s.sync(&b_from_a()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.conntrack_deleted, 2);
+        assert_eq!(
+            conntrack_calls(s.executor(), "-D"),
+            [
+                "-D -f ipv4 -p tcp --orig-src 10.0.0.3 --orig-dst 10.0.0.2 --orig-port-src 40002 --orig-port-dst 80",
+                "-D -f ipv4 -p udp --orig-src 10.0.0.3 --orig-dst 10.0.0.2 --orig-port-src 40003 --orig-port-dst 53",
+            ]
+        );
+        assert_eq!(conntrack_calls(s.executor(), "-L").len(), 2, "IPv4 and IPv6 listed");
+        // Nothing changed: the table is not even listed.
+        let report = s.sync(&b_from_a()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.conntrack_deleted, 0);
+        assert_eq!(conntrack_calls(s.executor(), "-L").len(), 2);
+    }
+
+    #[test]
+    fn keep_never_touches_conntrack() {
+        let mut s = node_syncer(EnforceExisting::Keep);
+        let report = s.sync(&b_from_a()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.conntrack_deleted, 0);
+        let calls = s.executor().calls.lock().map(|c| c.clone()).unwrap_or_default();
+        assert!(calls.iter().all(|c| c[0] != "conntrack"), "{calls:?}");
+    }
+
+    #[test]
+    fn a_failed_cut_is_retried_on_the_next_sync() {
+        let mut s = node_syncer(EnforceExisting::Delete);
+        s.executor().fail_list.store(true, std::sync::atomic::Ordering::SeqCst);
+        let report = s.sync(&b_from_a()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.conntrack_deleted, 0, "the rules are in force; the cut waits");
+        s.executor().fail_list.store(false, std::sync::atomic::Ordering::SeqCst);
+        let report = s.sync(&b_from_a()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.conntrack_deleted, 2);
     }
 
     #[test]

@@ -59,6 +59,7 @@ fn pod(name: &str, ip: &str) -> PodInfo {
         ips: ip.parse().into_iter().collect(),
         node: Some("n1".into()),
         ports: vec![],
+        host_network: false,
     }
 }
 

@@ -37,6 +37,10 @@ pub struct PodInfo {
     pub node: Option<String>,
     /// container ports of every container
     pub ports: Vec<ContainerPort>,
+    /// `spec.hostNetwork`: the pod has its node's address, and its traffic is
+    /// the node's. NetworkPolicy never isolates it, and selector peers never
+    /// match it (ipBlocks still do, by the node's address).
+    pub host_network: bool,
 }
 
 impl PodInfo {
@@ -127,6 +131,7 @@ impl PodInfo {
             ips,
             node: spec.and_then(|s| s.node_name.clone()),
             ports,
+            host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
         })
     }
 }
@@ -295,5 +300,25 @@ mod tests {
         assert_eq!(ns.labels.get(NAMESPACE_NAME_LABEL).map(String::as_str), Some("shop"));
         let ns = NamespaceInfo::new("shop", Labels::new());
         assert_eq!(ns.labels.get(NAMESPACE_NAME_LABEL).map(String::as_str), Some("shop"));
+    }
+
+    #[test]
+    fn pods_read_host_network() {
+        let pod = |host_network: Option<bool>| -> Pod {
+            let mut spec = serde_json::json!({"containers": []});
+            if let Some(h) = host_network {
+                spec["hostNetwork"] = serde_json::json!(h);
+            }
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "a", "namespace": "x"},
+                "spec": spec,
+                "status": {"podIP": "10.0.0.1"}
+            }))
+            .unwrap_or_default()
+        };
+        let read = |p: &Pod| PodInfo::from_k8s(p).map(|i| i.host_network).ok();
+        assert_eq!(read(&pod(Some(true))), Some(true));
+        assert_eq!(read(&pod(Some(false))), Some(false));
+        assert_eq!(read(&pod(None)), Some(false));
     }
 }

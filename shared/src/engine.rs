@@ -7,6 +7,15 @@
 //! rules of those policies; a connection needs the source's egress and the
 //! destination's ingress both to allow it. A pod may always reach itself.
 //!
+//! A host-network pod (`spec.hostNetwork: true`) has its node's address, and
+//! its traffic cannot be told from the node's: as Kubernetes lets plugins
+//! that cannot tell them apart do (kube-router, Calico, and the enforcer
+//! here), such a pod is never isolated, selector peers never match it, and
+//! named ports do not resolve on it. As a peer it is the address it has, so
+//! ipBlocks still match it. And since traffic between a pod and the node it
+//! runs on is always allowed, a host-network pod and a pod on the same node
+//! always reach each other.
+//!
 //! The enforcer compiles its rule sets from the same peer and port matching
 //! functions (`peer_matches`, `PolicyPort::allows`), so the model and the
 //! data plane cannot drift apart.
@@ -35,6 +44,27 @@ impl Endpoint<'_> {
     }
 }
 
+/// The address family a connection uses. A dual-stack pod is reached over
+/// one of its addresses at a time, and only ipBlocks tell the families apart:
+/// a block matches the endpoint's address of the connection's family only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum AddressFamily {
+    /// IPv4
+    IPv4,
+    /// IPv6
+    IPv6,
+}
+
+impl AddressFamily {
+    /// Whether `ip` is of this family.
+    pub fn has(self, ip: &IpAddr) -> bool {
+        matches!(
+            (self, ip),
+            (AddressFamily::IPv4, IpAddr::V4(_)) | (AddressFamily::IPv6, IpAddr::V6(_))
+        )
+    }
+}
+
 impl fmt::Display for Endpoint<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -44,6 +74,16 @@ impl fmt::Display for Endpoint<'_> {
     }
 }
 
+/// What both sides judge: `protocol` to port `port` of `destination` (which
+/// resolves named ports), over `family` (`None`: any address).
+#[derive(Clone, Copy)]
+struct Connection<'a> {
+    protocol: Protocol,
+    port: u16,
+    destination: Endpoint<'a>,
+    family: Option<AddressFamily>,
+}
+
 /// How one side (the source's egress or the destination's ingress) judged a connection.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum SideVerdict {
@@ -51,6 +91,12 @@ pub enum SideVerdict {
     SamePod,
     /// This end is not a pod, so no policy applies on this side.
     NotAPod,
+    /// This end is a host-network pod: its traffic is the node's, which
+    /// NetworkPolicy does not isolate.
+    HostNetwork,
+    /// The other end is a host-network pod on this pod's own node: traffic
+    /// between a pod and its node is always allowed.
+    OwnNode,
     /// No policy isolates the pod in this direction.
     NotIsolated,
     /// A rule allows it.
@@ -102,6 +148,8 @@ fn describe(side: &SideVerdict, direction: Direction, f: &mut fmt::Formatter<'_>
     match side {
         SideVerdict::SamePod => write!(f, "{} allowed: same pod", key.0),
         SideVerdict::NotAPod => write!(f, "{} allowed: not a pod", key.0),
+        SideVerdict::HostNetwork => write!(f, "{} allowed: host-network pod (node traffic)", key.0),
+        SideVerdict::OwnNode => write!(f, "{} allowed: its own node", key.0),
         SideVerdict::NotIsolated => write!(f, "{} allowed: not isolated", key.0),
         SideVerdict::Allowed {
             policy,
@@ -136,15 +184,16 @@ impl fmt::Display for Verdict {
 }
 
 impl Cluster {
-    /// Whether `policy` selects `pod` (same namespace, pod selector matches).
+    /// Whether `policy` selects `pod` (same namespace, pod selector matches;
+    /// never a host-network pod).
     pub fn selects(&self, policy: &Policy, pod: &PodInfo) -> bool {
-        policy.id.namespace == pod.namespace && policy.pod_selector.matches(&pod.labels)
+        !pod.host_network && policy.id.namespace == pod.namespace && policy.pod_selector.matches(&pod.labels)
     }
 
-    /// The policies that isolate `pod` in `direction`.
+    /// The policies that isolate `pod` in `direction` (none for a host-network pod).
     pub fn isolating<'a>(&'a self, pod: &'a PodInfo, direction: Direction) -> impl Iterator<Item = &'a Policy> + 'a {
         self.policies_in(&pod.namespace)
-            .filter(move |p| p.isolates(direction) && p.pod_selector.matches(&pod.labels))
+            .filter(move |p| !pod.host_network && p.isolates(direction) && p.pod_selector.matches(&pod.labels))
     }
 
     /// Whether a namespace scope of a peer in a policy of `policy_namespace`
@@ -157,33 +206,55 @@ impl Cluster {
     }
 
     /// Whether `peer` of a policy in `policy_namespace` matches `endpoint`.
-    /// Selector peers match pods only; ipBlocks match by address, pods included.
+    /// Selector peers match pods only, never host-network ones; ipBlocks match
+    /// by address, pods included.
     pub fn peer_matches(&self, peer: &Peer, policy_namespace: &str, endpoint: Endpoint<'_>) -> bool {
+        self.peer_matches_over(peer, policy_namespace, endpoint, None)
+    }
+
+    /// [`Cluster::peer_matches`] for a connection over `family` (`None`: any of the
+    /// endpoint's addresses).
+    fn peer_matches_over(
+        &self,
+        peer: &Peer,
+        policy_namespace: &str,
+        endpoint: Endpoint<'_>,
+        family: Option<AddressFamily>,
+    ) -> bool {
         match peer {
             Peer::Pods { namespaces, pods } => match endpoint {
                 Endpoint::Pod(pod) => {
-                    self.scope_includes(namespaces, policy_namespace, &pod.namespace) && pods.matches(&pod.labels)
+                    !pod.host_network
+                        && self.scope_includes(namespaces, policy_namespace, &pod.namespace)
+                        && pods.matches(&pod.labels)
                 }
                 Endpoint::Address(_) => false,
             },
-            Peer::Block(block) => endpoint.addresses().iter().any(|ip| block.contains(ip)),
+            Peer::Block(block) => endpoint
+                .addresses()
+                .iter()
+                .filter(|ip| family.is_none_or(|f| f.has(ip)))
+                .any(|ip| block.contains(ip)),
         }
     }
 
-    /// How `pod`'s side judges a connection with `peer` in `direction`, for
-    /// `protocol` to port `port` of `destination` (which resolves named ports).
+    /// How `pod`'s side judges `connection` with `peer` in `direction`.
     fn side(
         &self,
         pod: &PodInfo,
         direction: Direction,
         peer: Endpoint<'_>,
-        protocol: Protocol,
-        port: u16,
-        destination: Endpoint<'_>,
+        connection: &Connection<'_>,
     ) -> SideVerdict {
+        let Connection {
+            protocol,
+            port,
+            destination,
+            family,
+        } = *connection;
         let named = |name: &str, proto: Protocol| match destination {
-            Endpoint::Pod(d) => d.named_port(name, proto),
-            Endpoint::Address(_) => None,
+            Endpoint::Pod(d) if !d.host_network => d.named_port(name, proto),
+            Endpoint::Pod(_) | Endpoint::Address(_) => None,
         };
         let mut isolated_by = Vec::new();
         for policy in self.isolating(pod, direction) {
@@ -196,7 +267,7 @@ impl Cluster {
                     None => Some(None),
                     Some(peers) => peers
                         .iter()
-                        .position(|p| self.peer_matches(p, &policy.id.namespace, peer))
+                        .position(|p| self.peer_matches_over(p, &policy.id.namespace, peer, family))
                         .map(Some),
                 };
                 if let Some(peer_index) = peer_hit {
@@ -226,7 +297,7 @@ impl Cluster {
     /// cluster.upsert_namespace(NamespaceInfo::new("x", Default::default()));
     /// let pod = |name: &str, ip: &str| PodInfo {
     ///     namespace: "x".into(), name: name.into(), labels: Default::default(),
-    ///     ips: vec![ip.parse().unwrap()], node: None, ports: vec![],
+    ///     ips: vec![ip.parse().unwrap()], node: None, ports: vec![], host_network: false,
     /// };
     /// let (a, b) = (pod("a", "10.0.0.1"), pod("b", "10.0.0.2"));
     /// let verdict = cluster.allowed(Endpoint::Pod(&a), Endpoint::Pod(&b), Protocol::Tcp, 80);
@@ -234,6 +305,31 @@ impl Cluster {
     /// assert_eq!(verdict.to_string(), "allowed: egress allowed: not isolated; ingress allowed: not isolated");
     /// ```
     pub fn allowed(&self, from: Endpoint<'_>, to: Endpoint<'_>, protocol: Protocol, port: u16) -> Verdict {
+        self.allowed_in(from, to, protocol, port, None)
+    }
+
+    /// [`Cluster::allowed`] for a connection over one address family: ipBlocks
+    /// match the endpoints' addresses of that family only (a dual-stack pod
+    /// reached over IPv4 is not in an IPv6 block, whatever its IPv6 address).
+    pub fn allowed_over(
+        &self,
+        from: Endpoint<'_>,
+        to: Endpoint<'_>,
+        protocol: Protocol,
+        port: u16,
+        family: AddressFamily,
+    ) -> Verdict {
+        self.allowed_in(from, to, protocol, port, Some(family))
+    }
+
+    fn allowed_in(
+        &self,
+        from: Endpoint<'_>,
+        to: Endpoint<'_>,
+        protocol: Protocol,
+        port: u16,
+        family: Option<AddressFamily>,
+    ) -> Verdict {
         if let (Endpoint::Pod(a), Endpoint::Pod(b)) = (from, to)
             && a.namespace == b.namespace
             && a.name == b.name
@@ -243,12 +339,28 @@ impl Cluster {
                 ingress: SideVerdict::SamePod,
             };
         }
+        let own_node = match (from, to) {
+            (Endpoint::Pod(a), Endpoint::Pod(b)) => {
+                (a.host_network || b.host_network) && a.node.is_some() && a.node == b.node
+            }
+            _ => false,
+        };
+        let connection = Connection {
+            protocol,
+            port,
+            destination: to,
+            family,
+        };
         let egress = match from {
-            Endpoint::Pod(pod) => self.side(pod, Direction::Egress, to, protocol, port, to),
+            Endpoint::Pod(pod) if pod.host_network => SideVerdict::HostNetwork,
+            Endpoint::Pod(_) if own_node => SideVerdict::OwnNode,
+            Endpoint::Pod(pod) => self.side(pod, Direction::Egress, to, &connection),
             Endpoint::Address(_) => SideVerdict::NotAPod,
         };
         let ingress = match to {
-            Endpoint::Pod(pod) => self.side(pod, Direction::Ingress, from, protocol, port, to),
+            Endpoint::Pod(pod) if pod.host_network => SideVerdict::HostNetwork,
+            Endpoint::Pod(_) if own_node => SideVerdict::OwnNode,
+            Endpoint::Pod(pod) => self.side(pod, Direction::Ingress, from, &connection),
             Endpoint::Address(_) => SideVerdict::NotAPod,
         };
         Verdict { egress, ingress }

@@ -132,12 +132,16 @@ struct RawNamespace {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawPod {
     namespace: String,
     name: String,
     node: Option<String>,
-    ip: String,
+    /// required, except on a host-network pod (whose address is its node's)
+    ip: Option<String>,
+    /// a host-network pod: its node's address, no network namespace of its own
+    #[serde(default)]
+    host_network: bool,
     #[serde(default)]
     labels: Labels,
     #[serde(default)]
@@ -225,6 +229,7 @@ pub fn standard_cluster() -> (Vec<NodeSpec>, Cluster) {
                 ips: vec![IpAddr::from([10, 244, n as u8 + 1, 10 + m as u8])],
                 node: Some(STANDARD_NODE.into()),
                 ports: ports.clone(),
+                host_network: false,
             });
         }
     }
@@ -333,6 +338,8 @@ fn custom_cluster(raw: RawCluster, ctx: &Ctx<'_>) -> Result<(Vec<NodeSpec>, Clus
         cluster.upsert_namespace(NamespaceInfo::new(&ns.name, ns.labels));
     }
     let mut seen_ips: BTreeMap<IpAddr, String> = BTreeMap::new();
+    // node -> the host-network pod on it
+    let mut host_network_pods: BTreeMap<String, String> = BTreeMap::new();
     for (i, p) in raw.pods.into_iter().enumerate() {
         let field = format!("cluster.pods[{i}]");
         if cluster.namespace(&p.namespace).is_none() {
@@ -345,9 +352,35 @@ fn custom_cluster(raw: RawCluster, ctx: &Ctx<'_>) -> Result<(Vec<NodeSpec>, Clus
         if !nodes.iter().any(|n| n.name == node) {
             return Err(ctx.err(format!("{field}.node"), format!("node {node} is not in cluster.nodes")));
         }
-        let ip = ctx.ip(&p.ip, &format!("{field}.ip"))?;
-        if let Some(other) = seen_ips.insert(ip, format!("{}/{}", p.namespace, p.name)) {
+        let node_ip = nodes.iter().find(|n| n.name == node).map(|n| n.ip);
+        let ip = match (&p.ip, p.host_network, node_ip) {
+            (Some(text), _, _) => ctx.ip(text, &format!("{field}.ip"))?,
+            (None, true, Some(node_ip)) => node_ip,
+            (None, _, _) => return Err(ctx.err(format!("{field}.ip"), "is required")),
+        };
+        let key = format!("{}/{}", p.namespace, p.name);
+        if p.host_network {
+            if Some(ip) != node_ip {
+                return Err(ctx.err(
+                    format!("{field}.ip"),
+                    format!("{ip}: a hostNetwork pod has its node's address ({node})"),
+                ));
+            }
+            if let Some(other) = host_network_pods.insert(node.clone(), key) {
+                return Err(ctx.err(
+                    format!("{field}.hostNetwork"),
+                    format!(
+                        "node {node} already has the hostNetwork pod {other} (one per node: they would share ports)"
+                    ),
+                ));
+            }
+        } else if let Some(other) = seen_ips.insert(ip, key) {
             return Err(ctx.err(format!("{field}.ip"), format!("{ip} is already the IP of {other}")));
+        } else if Some(ip) == node_ip {
+            return Err(ctx.err(
+                format!("{field}.ip"),
+                format!("{ip} is the address of node {node}: only a hostNetwork pod has it"),
+            ));
         }
         ctx.labels(&p.labels, &format!("{field}.labels"))?;
         let mut ports = Vec::new();
@@ -380,6 +413,7 @@ fn custom_cluster(raw: RawCluster, ctx: &Ctx<'_>) -> Result<(Vec<NodeSpec>, Clus
             ips: vec![ip],
             node: Some(node),
             ports,
+            host_network: p.host_network,
         });
     }
     Ok((nodes, cluster))

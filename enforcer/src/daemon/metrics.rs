@@ -80,6 +80,8 @@ pub struct Metrics {
     pub event_to_applied: LatencyFamily,
     /// events folded into a sync that was already pending or running
     pub coalesced_events: Counter,
+    /// conntrack entries of connections the new rules deny, deleted (`--enforce-existing delete`)
+    pub conntrack_deleted: Counter,
 }
 
 impl Default for Metrics {
@@ -100,6 +102,7 @@ impl Metrics {
         let syncs = Counter::default();
         let event_to_applied: LatencyFamily = Family::new_with_constructor(event_latency_histogram);
         let coalesced_events = Counter::default();
+        let conntrack_deleted = Counter::default();
         registry.register(
             "sync_duration_seconds",
             "Time to compile, render and apply the node's rules",
@@ -124,6 +127,11 @@ impl Metrics {
             "Watch events folded into a sync that was already pending or running",
             coalesced_events.clone(),
         );
+        registry.register(
+            "conntrack_deleted",
+            "Conntrack entries of established connections the new rules deny, deleted",
+            conntrack_deleted.clone(),
+        );
         Metrics {
             registry,
             sync_duration,
@@ -132,6 +140,7 @@ impl Metrics {
             last_success,
             errors,
             syncs,
+            conntrack_deleted,
             event_to_applied,
             coalesced_events,
         }
@@ -152,5 +161,18 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conntrack_deletions_are_counted_under_their_documented_name() {
+        let metrics = Metrics::new();
+        metrics.conntrack_deleted.inc_by(3);
+        let text = metrics.encode();
+        assert!(text.contains("tierguard_enforcer_conntrack_deleted_total 3"), "{text}");
     }
 }

@@ -174,6 +174,9 @@ fn apply<E: Executor>(
         Ok(report) => {
             metrics.syncs.inc();
             metrics
+                .conntrack_deleted
+                .inc_by(u64::try_from(report.conntrack_deleted).unwrap_or(u64::MAX));
+            metrics
                 .rules
                 .set(i64::try_from(report.total_rules()).unwrap_or(i64::MAX));
             metrics.sets.set(i64::try_from(report.total_sets()).unwrap_or(i64::MAX));

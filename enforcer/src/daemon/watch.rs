@@ -13,30 +13,28 @@ use tierguard::policy::PolicyId;
 use tierguard::{NamespaceInfo, PodInfo, Policy};
 
 use super::Update;
+use crate::objects::{self, PodView};
 
 /// The pod as the agent tracks it, or `None` when it should be treated as gone
-/// (finished: Succeeded or Failed pods release their address).
+/// (finished: Succeeded or Failed pods release their address) or ignored
+/// (unreadable); the conversion is [`objects::pod`], shared with `render`.
 pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    if matches!(phase, Some("Succeeded" | "Failed")) {
-        return None;
-    }
-    match PodInfo::from_k8s(pod) {
-        Ok(info) => Some(info),
-        Err(errors) => {
-            let what: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            tracing::warn!(pod = ?pod.metadata.name, errors = %what.join("; "), "pod ignored");
+    match objects::pod(pod) {
+        PodView::Tracked(info) => Some(info),
+        PodView::Finished => None,
+        PodView::Invalid(errors) => {
+            tracing::warn!(pod = %objects::object_key(&pod.metadata), errors = %objects::describe(&errors), "pod ignored");
             None
         }
     }
 }
 
-/// The policy in normal form; broken rules are dropped (they allow nothing: fail closed).
+/// The policy in normal form; broken rules are dropped (they allow nothing: fail
+/// closed). The conversion is [`objects::policy`], shared with `render`.
 pub fn policy(np: &NetworkPolicy) -> Policy {
-    let lenient = Policy::from_k8s_lenient(np);
+    let lenient = objects::policy(np);
     if !lenient.errors.is_empty() {
-        let what: Vec<String> = lenient.errors.iter().map(ToString::to_string).collect();
-        tracing::warn!(policy = %lenient.policy.id, errors = %what.join("; "), "policy rules dropped");
+        tracing::warn!(policy = %lenient.policy.id, errors = %objects::describe(&lenient.errors), "policy rules dropped");
     }
     lenient.policy
 }

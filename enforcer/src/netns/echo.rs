@@ -36,10 +36,10 @@ pub(crate) fn new_socket(protocol: Protocol) -> std::io::Result<Socket> {
     Ok(socket)
 }
 
-fn listen_socket(protocol: Protocol, port: u16) -> std::io::Result<Socket> {
+fn listen_socket(protocol: Protocol, address: Ipv4Addr, port: u16) -> std::io::Result<Socket> {
     let socket = new_socket(protocol)?;
     socket.set_reuse_address(true)?;
-    let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+    let addr = SocketAddr::V4(SocketAddrV4::new(address, port));
     socket.bind(&addr.into())?;
     if protocol != Protocol::Udp {
         socket.listen(1024)?;
@@ -69,8 +69,17 @@ impl EchoServers {
         self.serving.contains(&(pod.to_string(), protocol, port))
     }
 
-    /// Starts the servers of `ports` that `pod` (in namespace `netns`) does not serve yet.
-    pub fn ensure(&mut self, pod: &str, netns: &str, ports: &[(Protocol, u16)]) -> Result<(), NetnsError> {
+    /// Starts the servers of `ports` that `pod` (in namespace `netns`) does not serve yet,
+    /// listening on `address` (`None`: every address of the namespace). A pod whose
+    /// namespace has other addresses (a host-network pod: its node's) listens on its own
+    /// only, so that UDP replies leave from the address the client sent to.
+    pub fn ensure(
+        &mut self,
+        pod: &str,
+        netns: &str,
+        address: Option<Ipv4Addr>,
+        ports: &[(Protocol, u16)],
+    ) -> Result<(), NetnsError> {
         let missing: Vec<(Protocol, u16)> = ports
             .iter()
             .copied()
@@ -87,11 +96,13 @@ impl EchoServers {
             wanted
                 .iter()
                 .map(|&(proto, port)| {
-                    listen_socket(proto, port).map_err(|e| NetnsError::Listen {
-                        pod: pod_name.clone(),
-                        protocol: proto,
-                        port,
-                        reason: e.to_string(),
+                    listen_socket(proto, address.unwrap_or(Ipv4Addr::UNSPECIFIED), port).map_err(|e| {
+                        NetnsError::Listen {
+                            pod: pod_name.clone(),
+                            protocol: proto,
+                            port,
+                            reason: e.to_string(),
+                        }
                     })
                 })
                 .collect::<Result<Vec<Socket>, NetnsError>>()

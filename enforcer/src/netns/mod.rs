@@ -216,13 +216,12 @@ impl NetnsDataPlane {
             }
         }
         for (pod, ports) in wanted {
-            let netns = running
+            let pod_ns = running
                 .topology
                 .pod(pod)
-                .ok_or_else(|| NetnsError::UnknownPod(pod.to_string()))?
-                .netns
-                .clone();
-            running.echo.ensure(pod, &netns, &ports)?;
+                .ok_or_else(|| NetnsError::UnknownPod(pod.to_string()))?;
+            let (netns, address) = (pod_ns.netns.clone(), pod_ns.host_network.then_some(pod_ns.ip));
+            running.echo.ensure(pod, &netns, address, &ports)?;
         }
         Ok(())
     }
@@ -318,7 +317,7 @@ impl DataPlane for NetnsDataPlane {
                 .filter(|p| p.protocol != Protocol::Sctp || self.sctp)
                 .map(|p| (p.protocol, p.port))
                 .collect();
-            echo.ensure(&pod.key(), &ns.netns, &ports)?;
+            echo.ensure(&pod.key(), &ns.netns, ns.host_network.then_some(ns.ip), &ports)?;
         }
         let endpoints = topology
             .pods()

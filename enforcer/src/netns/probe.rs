@@ -96,15 +96,16 @@ impl Prober {
         }
         let mut sockets: Vec<(usize, Socket)> = Vec::with_capacity(probes.len());
         for (client, wanted) in by_client {
-            let netns = self.endpoint(client)?.netns.clone();
+            let endpoint = self.endpoint(client)?;
+            let (netns, source) = (endpoint.netns.clone(), endpoint.ip);
             let made = in_netns(&netns, move || {
                 wanted
                     .into_iter()
                     .map(|(i, proto)| {
                         let socket = new_socket(proto)?;
-                        if proto == Protocol::Udp {
-                            socket.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).into())?;
-                        }
+                        // From the client's own address: a host-network client's namespace (its
+                        // node's) has others, which the kernel might pick instead.
+                        socket.bind(&SocketAddr::V4(SocketAddrV4::new(source, 0)).into())?;
                         Ok((i, socket))
                     })
                     .collect::<std::io::Result<Vec<(usize, Socket)>>>()

@@ -229,8 +229,11 @@ pub struct PodNs {
     pub ip: Ipv4Addr,
     /// the node it hangs off
     pub node: String,
-    /// name of the host end of its veth, in the node namespace
+    /// name of the host end of its veth, in the node namespace (none for a
+    /// host-network pod)
     pub host_if: String,
+    /// a host-network pod: a process in its node's namespace, with the node's address
+    pub host_network: bool,
 }
 
 /// The namespaces of one case; removed on drop.
@@ -323,6 +326,27 @@ impl Topology {
             .spec
             .name
             .clone();
+            if pod.host_network {
+                let node_ns = self
+                    .nodes
+                    .iter()
+                    .find(|n| n.spec.name == node)
+                    .ok_or_else(|| NetnsError::UnknownNode(node.clone()))?;
+                // Its address is the node's: it lives in the node namespace, on no veth.
+                let (netns, ip) = (node_ns.netns.clone(), node_ns.spec.ip);
+                self.pods.insert(
+                    pod.key(),
+                    PodNs {
+                        key: pod.key(),
+                        netns,
+                        ip,
+                        node,
+                        host_if: String::new(),
+                        host_network: true,
+                    },
+                );
+                continue;
+            }
             let netns = format!("{base}p{}", to_base36(i));
             self.create(&netns)?;
             self.pods.insert(
@@ -333,6 +357,7 @@ impl Topology {
                     ip,
                     node,
                     host_if: format!("h{i}"),
+                    host_network: false,
                 },
             );
         }
@@ -340,7 +365,7 @@ impl Topology {
             self.wire_node(node)?;
         }
         self.wire_fabric()?;
-        for pod in self.pods.values() {
+        for pod in self.pods.values().filter(|p| !p.host_network) {
             ip_batch(
                 &pod.netns,
                 &[
@@ -362,7 +387,11 @@ impl Topology {
     }
 
     fn wire_node(&self, node: &NodeNs) -> Result<(), NetnsError> {
-        let pods: Vec<&PodNs> = self.pods.values().filter(|p| p.node == node.spec.name).collect();
+        let pods: Vec<&PodNs> = self
+            .pods
+            .values()
+            .filter(|p| p.node == node.spec.name && !p.host_network)
+            .collect();
         let mut links = vec![
             "link set lo up".to_string(),
             format!("addr add {}/32 dev lo", node.spec.ip),
@@ -408,7 +437,7 @@ impl Topology {
                         format!("link set {dev} up"),
                         format!("route add {}/32 dev {dev} scope link", to.spec.ip),
                     ];
-                    for pod in self.pods.values().filter(|p| p.node == to.spec.name) {
+                    for pod in self.pods.values().filter(|p| p.node == to.spec.name && !p.host_network) {
                         lines.push(format!("route add {}/32 via {} dev {dev} onlink", pod.ip, to.spec.ip));
                     }
                     ip_batch(&from.netns, &lines)?;

@@ -142,3 +142,55 @@ write("sctp-deny-and-allow",
     "expect": [{"probe": "SCTP/80", "matrix": matrix(lambda f, t: True)},
                {"probe": "TCP/80", "matrix": matrix(lambda f, t: ns(t) != "z")}]},
   ])
+
+# --- host-network pods: never isolated, never in selector peers; their address is their node's
+HN_PODS = ["mon/agent", "mon/scrape", "x/a", "x/b"]
+HN_NODE = {"mon/agent": "node-1", "mon/scrape": "node-1", "x/a": "node-2", "x/b": "node-1"}
+def hn_port(name): return [{"name": f"serve-80-{p.lower()}", "port": 80, "protocol": p} for p in ("TCP", "UDP")]
+def hn_pod(key, ip=None, host=False):
+    n, p = key.split("/")
+    d = {"namespace": n, "name": p, "node": HN_NODE[key]}
+    if ip: d["ip"] = ip
+    if host: d["hostNetwork"] = True
+    d["labels"] = {"app": p}
+    d["ports"] = hn_port(p)
+    return d
+hn_cluster = {
+  "nodes": [{"name": "node-1", "ip": "10.244.0.1"}, {"name": "node-2", "ip": "10.244.0.2"}],
+  "namespaces": [{"name": "mon", "labels": {"ns": "mon"}}, {"name": "x", "labels": {"ns": "x"}}],
+  "pods": [hn_pod("mon/agent", host=True), hn_pod("mon/scrape", "10.244.1.10"),
+           hn_pod("x/a", "10.244.2.10"), hn_pod("x/b", "10.244.2.11")],
+}
+host = lambda p: p == "mon/agent"
+# Traffic between a pod and its own node (and so a host-network pod there) is always allowed.
+own_node = lambda f, t: (host(f) or host(t)) and HN_NODE[f] == HN_NODE[t]
+def hn(ok): return matrix(lambda f, t: own_node(f, t) or ok(f, t), HN_PODS)
+# step 1: x admits namespace mon only; the agent is node-1, not a pod of mon
+in1 = lambda f, t: ns(t) != "x" or (ns(f) == "mon" and not host(f))
+# step 2: x may only reach namespace mon (not the agent: node-1)
+out2 = lambda f, t: ns(f) != "x" or (ns(t) == "mon" and not host(t))
+# step 3: ipBlocks of node-1's address admit the agent both ways
+in3 = lambda f, t: in1(f, t) or (ns(t) == "x" and host(f))
+out3 = lambda f, t: out2(f, t) or (ns(f) == "x" and host(t))
+# step 4: a default-deny in mon isolates mon/scrape, never the agent
+mon4 = lambda f, t: f == t or (t != "mon/scrape" and f != "mon/scrape")
+write("host-network-pods",
+  "A hostNetwork pod has its node's address: a namespaceSelector peer of its namespace does not match it (its "
+  "traffic is the node's), ipBlocks of the node's address do, no policy isolates it, and it always reaches the "
+  "pods of its own node and they it.",
+  [
+   {"apply": [np("x", "from-mon", {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": sel(ns="mon")}]}]})],
+    "expect": [{"probe": "TCP/80", "matrix": hn(in1)}]},
+   {"apply": [np("x", "to-mon", {"podSelector": {}, "policyTypes": ["Egress"],
+                                "egress": [{"to": [{"namespaceSelector": sel(ns="mon"), "podSelector": {}}]}]})],
+    "expect": [{"probe": "TCP/80", "matrix": hn(lambda f, t: in1(f, t) and out2(f, t))},
+               {"probe": "UDP/80", "matrix": hn(lambda f, t: in1(f, t) and out2(f, t))}]},
+   {"apply": [np("x", "node-1", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
+                                "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.0.1/32"}}]}],
+                                "egress": [{"to": [{"ipBlock": {"cidr": "10.244.0.0/24"}}],
+                                            "ports": [{"port": 80}, {"protocol": "UDP", "port": 80}]}]})],
+    "expect": [{"probe": "TCP/80", "matrix": hn(lambda f, t: in3(f, t) and out3(f, t))}]},
+   {"apply": [np("mon", "deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})],
+    "expect": [{"probe": "TCP/80", "matrix": hn(lambda f, t: in3(f, t) and out3(f, t) and mon4(f, t))},
+               {"probe": "UDP/80", "matrix": hn(lambda f, t: in3(f, t) and out3(f, t) and mon4(f, t))}]},
+  ], cluster=hn_cluster)

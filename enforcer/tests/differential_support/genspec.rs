@@ -558,6 +558,7 @@ pub fn build_cluster(spec: &ClusterSpec, policies: &[PolicySpec]) -> Cluster {
                     protocol: p.protocol,
                 })
                 .collect(),
+            host_network: false,
         });
     }
     for p in policies {

@@ -66,6 +66,7 @@ pub fn small_cluster(pods: &[(&str, &str, &str)]) -> Cluster {
             ips: vec![ip.parse::<IpAddr>().unwrap()],
             node: Some("node-1".into()),
             ports,
+            host_network: false,
         });
     }
     cluster

@@ -34,6 +34,7 @@ fn cluster(policies: &[serde_json::Value]) -> Cluster {
                         protocol: Protocol::Udp,
                     },
                 ],
+                host_network: false,
             });
         }
     }
@@ -370,7 +371,166 @@ fn namespace_labels_come_from_the_cluster_and_default_to_the_name_label() {
         ips: vec![IpAddr::from([10, 9, 9, 9])],
         node: None,
         ports: vec![],
+        host_network: false,
     });
     assert!(verdict(&c, "q/z", "y/a", Protocol::Tcp, 80).allowed());
     assert!(!verdict(&c, "x/a", "y/a", Protocol::Tcp, 80).allowed());
+}
+
+/// The cluster of `cluster` (its pods on node n1), plus namespace `mon` with a
+/// host-network pod `agent` on node n2 (the node's address 10.0.0.100, serving
+/// TCP 9100 named metrics) and an ordinary pod `scraper` on n1.
+fn with_host_network_pod(policies: &[serde_json::Value]) -> Cluster {
+    let mut c = cluster(policies);
+    c.upsert_namespace(NamespaceInfo::new("mon", labels(&[("ns", "mon")])));
+    for (name, ip, node, host_network) in [
+        ("agent", [10, 0, 0, 100], "n2", true),
+        ("scraper", [10, 0, 3, 1], "n1", false),
+    ] {
+        c.upsert_pod(PodInfo {
+            namespace: "mon".into(),
+            name: name.into(),
+            labels: labels(&[("app", "node-exporter")]),
+            ips: vec![IpAddr::from(ip)],
+            node: Some(node.into()),
+            ports: vec![ContainerPort {
+                name: Some("metrics".into()),
+                port: 9100,
+                protocol: Protocol::Tcp,
+            }],
+            host_network,
+        });
+    }
+    c
+}
+
+#[test]
+fn host_network_pods_are_never_isolated() {
+    let deny_all = np(
+        "mon",
+        "deny-all",
+        serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+    );
+    let c = with_host_network_pod(&[deny_all]);
+    let v = verdict(&c, "mon/agent", "x/a", Protocol::Tcp, 80);
+    assert_eq!(v.egress, SideVerdict::HostNetwork);
+    assert!(v.allowed());
+    let v = verdict(&c, "x/a", "mon/agent", Protocol::Tcp, 9100);
+    assert_eq!(v.ingress, SideVerdict::HostNetwork);
+    assert_eq!(
+        v.to_string(),
+        "allowed: egress allowed: not isolated; ingress allowed: host-network pod (node traffic)"
+    );
+    // The ordinary pod beside it is isolated by the same policy.
+    assert!(!verdict(&c, "x/a", "mon/scraper", Protocol::Tcp, 9100).allowed());
+    let agent = c.pod("mon", "agent").expect("pod");
+    let policy = c.policies_in("mon").next().expect("policy");
+    assert!(!c.selects(policy, agent));
+    assert_eq!(c.isolating(agent, Direction::Ingress).count(), 0);
+}
+
+#[test]
+fn selector_peers_never_match_host_network_pods_but_ip_blocks_do() {
+    let from_mon = np(
+        "y",
+        "from-mon",
+        serde_json::json!({"podSelector": {}, "ingress": [{"from": [
+            {"namespaceSelector": {"matchLabels": {"ns": "mon"}}},
+        ]}]}),
+    );
+    let c = with_host_network_pod(&[from_mon]);
+    // Every pod of mon, but the host-network one is the node: not a pod of mon.
+    assert!(verdict(&c, "mon/scraper", "y/a", Protocol::Tcp, 80).allowed());
+    let v = verdict(&c, "mon/agent", "y/a", Protocol::Tcp, 80);
+    assert_eq!(
+        v.ingress,
+        SideVerdict::Denied {
+            isolated_by: vec![id("y", "from-mon")]
+        }
+    );
+    // Egress: a selector peer of mon does not reach the node's address either.
+    let to_mon = np(
+        "x",
+        "to-mon",
+        serde_json::json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [
+            {"namespaceSelector": {"matchLabels": {"ns": "mon"}}, "podSelector": {}},
+        ]}]}),
+    );
+    let c = with_host_network_pod(&[to_mon]);
+    assert!(verdict(&c, "x/a", "mon/scraper", Protocol::Tcp, 9100).allowed());
+    assert!(!verdict(&c, "x/a", "mon/agent", Protocol::Tcp, 9100).allowed());
+    // An ipBlock with the node's address matches it, both ways.
+    let node_block = np(
+        "y",
+        "from-node",
+        serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.100/32"}}]}],
+            "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}], "ports": [{"port": 9100}]}]}),
+    );
+    let c = with_host_network_pod(&[node_block]);
+    let v = verdict(&c, "mon/agent", "y/a", Protocol::Tcp, 80);
+    assert_eq!(
+        v.ingress,
+        SideVerdict::Allowed {
+            policy: id("y", "from-node"),
+            rule: 0,
+            peer: Some(0),
+            port: PortHit::AllPorts
+        }
+    );
+    assert!(verdict(&c, "y/a", "mon/agent", Protocol::Tcp, 9100).allowed());
+}
+
+#[test]
+fn named_ports_do_not_resolve_on_host_network_pods() {
+    let to_metrics = np(
+        "x",
+        "to-metrics",
+        serde_json::json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": "metrics"}]}]}),
+    );
+    let c = with_host_network_pod(&[to_metrics]);
+    assert!(verdict(&c, "x/a", "mon/scraper", Protocol::Tcp, 9100).allowed());
+    assert!(!verdict(&c, "x/a", "mon/agent", Protocol::Tcp, 9100).allowed());
+}
+
+#[test]
+fn a_pod_and_a_host_network_pod_of_its_own_node_always_reach_each_other() {
+    let deny_all = np(
+        "x",
+        "deny-all",
+        serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+    );
+    let mut c = with_host_network_pod(&[deny_all]);
+    // On another node, x's default-deny holds against the node's address.
+    assert!(!verdict(&c, "x/a", "mon/agent", Protocol::Tcp, 9100).allowed());
+    assert!(!verdict(&c, "mon/agent", "x/a", Protocol::Tcp, 80).allowed());
+    if let Some(agent) = c.pod_mut("mon", "agent") {
+        agent.node = Some("n1".into());
+    }
+    let v = verdict(&c, "x/a", "mon/agent", Protocol::Tcp, 9100);
+    assert_eq!(v.egress, SideVerdict::OwnNode);
+    assert_eq!(v.ingress, SideVerdict::HostNetwork);
+    let v = verdict(&c, "mon/agent", "x/a", Protocol::Tcp, 80);
+    assert_eq!(
+        v.to_string(),
+        "allowed: egress allowed: host-network pod (node traffic); ingress allowed: its own node"
+    );
+}
+
+#[test]
+fn over_one_family_ip_blocks_match_that_familys_address_only() {
+    let mut c = cluster(&[np(
+        "y",
+        "v6-only",
+        serde_json::json!({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "fd00::/64"}}]}]}),
+    )]);
+    if let Some(pod) = c.pod_mut("x", "a") {
+        pod.ips.push("fd00::1".parse().expect("ip"));
+    }
+    let (a, dst) = (c.pod("x", "a").expect("pod"), c.pod("y", "a").expect("pod"));
+    let over = |family| c.allowed_over(Endpoint::Pod(a), Endpoint::Pod(dst), Protocol::Tcp, 80, family);
+    assert!(over(AddressFamily::IPv6).allowed());
+    assert!(!over(AddressFamily::IPv4).allowed());
+    // Without a family, any of the pod's addresses counts.
+    assert!(verdict(&c, "x/a", "y/a", Protocol::Tcp, 80).allowed());
 }

@@ -70,6 +70,7 @@ impl Fabric {
                 ips: vec![IpAddr::V4(pod.ip)],
                 node: Some(pod.node.clone()),
                 ports: Vec::<ContainerPort>::new(),
+                host_network: false,
             });
         }
         let topology = Topology::build(&cluster, nodes).context("building the node and pod namespaces")?;
@@ -82,7 +83,7 @@ impl Fabric {
         let mut echo = EchoServers::new(runtime.handle().clone());
         let mut endpoints = BTreeMap::new();
         for pod in topology.pods() {
-            echo.ensure(&pod.key, &pod.netns, ports)
+            echo.ensure(&pod.key, &pod.netns, None, ports)
                 .with_context(|| format!("echo servers in {}", pod.key))?;
             endpoints.insert(
                 pod.key.clone(),

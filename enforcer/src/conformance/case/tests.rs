@@ -97,3 +97,51 @@ steps:
     case.steps[0].apply_to(&mut after);
     assert_eq!(after.pod("x", "a").map(|p| p.labels.contains_key("role")), Some(true));
 }
+
+#[test]
+fn host_network_pods_have_their_nodes_address() {
+    let text = r#"
+name: t
+cluster:
+  nodes: [{name: n1, ip: 10.244.0.1}, {name: n2, ip: 10.244.0.2}]
+  namespaces: [{name: mon}]
+  pods:
+  - {namespace: mon, name: agent, node: n2, hostNetwork: true}
+  - {namespace: mon, name: scraper, node: n1, ip: 10.244.1.10}
+steps: []
+"#;
+    let case = parse_case(text, "t.yaml").expect("valid");
+    let agent = case.cluster.pod("mon", "agent").expect("agent");
+    assert!(agent.host_network);
+    assert_eq!(agent.ips, vec![IpAddr::from([10, 244, 0, 2])]);
+    assert!(!case.cluster.pod("mon", "scraper").expect("scraper").host_network);
+
+    let refused = [
+        // Another address than the node's.
+        (
+            "- {namespace: mon, name: agent, node: n1, ip: 10.244.0.9, hostNetwork: true}",
+            "cluster.pods[0].ip",
+        ),
+        // Two on one node would serve the same ports in one namespace.
+        (
+            "- {namespace: mon, name: a, node: n1, hostNetwork: true}\n  - {namespace: mon, name: b, node: n1, hostNetwork: true}",
+            "cluster.pods[1].hostNetwork",
+        ),
+        // An ordinary pod with the node's address, or with no address.
+        (
+            "- {namespace: mon, name: a, node: n1, ip: 10.244.0.1}",
+            "cluster.pods[0].ip",
+        ),
+        ("- {namespace: mon, name: a, node: n1}", "cluster.pods[0].ip"),
+    ];
+    for (pods, field) in refused {
+        let text = format!(
+            "name: t\ncluster:\n  nodes: [{{name: n1, ip: 10.244.0.1}}]\n  namespaces: [{{name: mon}}]\n  pods:\n  {pods}\nsteps: []\n"
+        );
+        let e = parse_case(&text, "t.yaml").err();
+        assert!(
+            e.as_ref().is_some_and(|e| e.field == field),
+            "{pods}: expected {field}, got {e:?}"
+        );
+    }
+}
