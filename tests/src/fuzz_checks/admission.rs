@@ -85,7 +85,12 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
 "#;
 
 /// One template per mode, and the state they all judge against.
-static HANDLERS: LazyLock<(Vec<(Mode, Arc<TierTemplate>)>, Arc<FileState>)> = LazyLock::new(|| {
+struct Handlers {
+    templates: Vec<(Mode, Arc<TierTemplate>)>,
+    state: Arc<FileState>,
+}
+
+static HANDLERS: LazyLock<Handlers> = LazyLock::new(|| {
     let mut namespaces = Vec::new();
     let mut policies = Vec::new();
     let manifests = match parse_manifests(STATE, "fuzz admission state") {
@@ -108,12 +113,12 @@ static HANDLERS: LazyLock<(Vec<(Mode, Arc<TierTemplate>)>, Arc<FileState>)> = La
             (mode, Arc::new(template))
         })
         .collect();
-    (templates, state)
+    Handlers { templates, state }
 });
 
 /// Bytes as an AdmissionReview body; see the module doc.
 pub fn admission_review(data: &[u8]) {
-    let (templates, state) = &*HANDLERS;
+    let Handlers { templates, state } = &*HANDLERS;
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
         Ok(r) => r,
         Err(e) => panic!("no tokio runtime for the admission handler: {e}"),

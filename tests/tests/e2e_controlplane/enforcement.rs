@@ -16,13 +16,16 @@ use crate::cluster::{self, Agent};
 use crate::report::{Report, show};
 use crate::setup::World;
 
+/// One change made through kubectl.
+type Step = Box<dyn Fn(&Kubectl) -> anyhow::Result<()>>;
+
 pub fn run(world: &mut World, report: &mut Report) -> anyhow::Result<()> {
     println!("== enforcement on three nodes");
     start_cluster(world)?;
     let k = world.kubectl.clone();
     let examples = world.repo.join("deploy/examples");
     let three_tier = examples.join("three-tier").display().to_string();
-    let steps: Vec<(&str, Box<dyn Fn(&Kubectl) -> anyhow::Result<()>>)> = vec![
+    let steps: Vec<(&str, Step)> = vec![
         ("no policies: every pod reaches every pod", Box::new(|_| Ok(()))),
         (
             // No --dry-run=server of the whole folder first: in a dry run nothing
