@@ -49,30 +49,6 @@ impl Executor for Recorder {
     }
 }
 
-/// The agent's `ipset restore` script (scratch sets swapped in) spelled as
-/// `render` spells the sets: `create NAME ... -exist`, `flush NAME`, `add NAME ...`.
-fn sets_as_rendered(script: &str) -> String {
-    let mut created: Vec<(String, String)> = Vec::new();
-    let mut entries: Vec<(String, String)> = Vec::new();
-    let mut out = String::new();
-    for line in script.lines() {
-        let words: Vec<&str> = line.splitn(3, ' ').collect();
-        match words.as_slice() {
-            ["create", name, rest] => created.push((name.to_string(), rest.to_string())),
-            ["add", name, entry] => entries.push((name.to_string(), entry.to_string())),
-            ["swap", tmp, name] => {
-                let options = created.iter().find(|(n, _)| n == tmp).map(|(_, o)| o.clone()).unwrap();
-                out.push_str(&format!("create {name} {options}\nflush {name}\n"));
-                for (_, entry) in entries.iter().filter(|(n, _)| n == tmp) {
-                    out.push_str(&format!("add {name} {entry}\n"));
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 /// What the agent applied on its first sync, family by family, as `render` prints it.
 fn agent_text(calls: &[Call]) -> String {
     let comment = format!(
@@ -83,7 +59,10 @@ fn agent_text(calls: &[Call]) -> String {
     for (program, args, stdin) in calls {
         let Some(stdin) = stdin else { continue };
         if program == "ipset" && args == &["restore".to_string()] {
-            out.push_str(&sets_as_rendered(stdin));
+            // a first sync builds every set under its own name, spelled as
+            // render spells it (a set changes under its other name only once
+            // rules use it)
+            out.push_str(stdin);
         } else if program.ends_with("tables-nft-restore") {
             out.push_str(&stdin.replacen("*filter\n", &comment, 1));
         }
