@@ -8,6 +8,7 @@
 //! (`tests/tests/e2e_controlplane/`); the kind end-to-end script is
 //! `tests/e2e/kind.sh` (it needs Docker and is not part of `cargo test`).
 
+pub mod docs;
 pub mod e2e;
 pub mod kinds;
 pub mod manifest;
