@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use tierguard::guardrails::{self, PolicyState};
+use tierguard::guardrails::{self, Operation, PolicyState};
 use tierguard::template::TierTemplate;
 use tierguard_enforcer::conformance::case::parse_case;
 use tierguard_enforcer::conformance::model::ModelDataPlane;
@@ -87,41 +87,55 @@ fn templates_parse_and_the_built_in_one_is_the_built_in() {
     assert!(seen >= 3, "the template examples are gone");
 }
 
+/// The rule ids a block claims in `rules=R1,R3` (`rules=` for none).
+fn claimed_rules(block: &Block) -> BTreeSet<String> {
+    block
+        .attr("rules")
+        .unwrap_or_else(|| panic!("{}: needs rules=...", block.place))
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The state made of a block's Namespaces and NetworkPolicies.
+fn state_of(block: &Block, docs: Vec<serde_json::Value>, well_formed: bool) -> PolicyState {
+    let mut state = PolicyState::default();
+    for doc in docs {
+        match doc["kind"].as_str() {
+            Some("Namespace") => {
+                let ns: Namespace = typed(block, doc);
+                let name = ns.metadata.name.clone().unwrap();
+                state.namespaces.insert(name, ns.metadata.labels.unwrap_or_default());
+            }
+            Some("NetworkPolicy") => {
+                let np: NetworkPolicy = typed(block, doc);
+                // Written to be well formed: only R4 examples may break structure.
+                if well_formed {
+                    tierguard::Policy::from_k8s(&np).unwrap_or_else(|e| panic!("{}: {e:?}", block.place));
+                }
+                state.policies.insert(key_of(&np), np);
+            }
+            other => panic!("{}: unexpected kind {other:?}", block.place),
+        }
+    }
+    state
+}
+
+fn key_of(np: &NetworkPolicy) -> (String, String) {
+    (
+        np.metadata.namespace.clone().unwrap(),
+        np.metadata.name.clone().unwrap(),
+    )
+}
+
 #[test]
 fn manifests_have_exactly_the_violations_they_claim() {
     let template = TierTemplate::built_in();
     let mut seen = 0;
     for block in doc_blocks().into_iter().filter(|b| b.has("manifests")) {
-        let claimed: BTreeSet<String> = block
-            .attr("rules")
-            .unwrap_or_else(|| panic!("{}: manifests need rules=...", block.place))
-            .split(',')
-            .filter(|r| !r.is_empty())
-            .map(str::to_string)
-            .collect();
-        let mut state = PolicyState::default();
-        for doc in documents(&block) {
-            match doc["kind"].as_str() {
-                Some("Namespace") => {
-                    let ns: Namespace = typed(&block, doc);
-                    let name = ns.metadata.name.clone().unwrap();
-                    state.namespaces.insert(name, ns.metadata.labels.unwrap_or_default());
-                }
-                Some("NetworkPolicy") => {
-                    let np: NetworkPolicy = typed(&block, doc);
-                    // Written to be well formed: only R4 examples may break structure.
-                    if !claimed.contains("R4") {
-                        tierguard::Policy::from_k8s(&np).unwrap_or_else(|e| panic!("{}: {e:?}", block.place));
-                    }
-                    let key = (
-                        np.metadata.namespace.clone().unwrap(),
-                        np.metadata.name.clone().unwrap(),
-                    );
-                    state.policies.insert(key, np);
-                }
-                other => panic!("{}: unexpected kind {other:?}", block.place),
-            }
-        }
+        let claimed = claimed_rules(&block);
+        let state = state_of(&block, documents(&block), !claimed.contains("R4"));
         let audit = guardrails::audit_state(&template, &state);
         let found: BTreeSet<String> = audit
             .violations
@@ -133,6 +147,41 @@ fn manifests_have_exactly_the_violations_they_claim() {
         seen += 1;
     }
     assert!(seen >= 3, "the guardrail examples are gone");
+}
+
+/// A `review` block is the state before a change, then the changed policy
+/// as its last document (for a DELETE, only its namespace and name); `op=`
+/// names the operation and `rules=` the rules of the violations the change
+/// brings.
+#[test]
+fn reviews_bring_exactly_the_new_violations_they_claim() {
+    let template = TierTemplate::built_in();
+    let mut seen = 0;
+    for block in doc_blocks().into_iter().filter(|b| b.has("review")) {
+        let claimed = claimed_rules(&block);
+        let mut docs = documents(&block);
+        let change: NetworkPolicy = typed(&block, docs.pop().unwrap());
+        let state = state_of(&block, docs, true);
+        let stored = state.policies.get(&key_of(&change));
+        let (operation, old, new) = match block.attr("op") {
+            Some("CREATE") => (Operation::Create, None, Some(&change)),
+            Some("UPDATE") => (Operation::Update, stored, Some(&change)),
+            Some("DELETE") => (Operation::Delete, stored, None),
+            other => panic!("{}: op={other:?}", block.place),
+        };
+        if operation != Operation::Create {
+            assert!(
+                old.is_some(),
+                "{}: the state lacks the policy that changes",
+                block.place
+            );
+        }
+        let review = guardrails::review_network_policy(&template, &state, operation, old, new);
+        let found: BTreeSet<String> = review.new_violations.iter().map(|v| v.rule().to_string()).collect();
+        assert_eq!(found, claimed, "{}: {:#?}", block.place, review.new_violations);
+        seen += 1;
+    }
+    assert!(seen >= 4, "the review examples are gone");
 }
 
 #[test]
