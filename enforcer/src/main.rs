@@ -22,7 +22,7 @@ enum Command {
     Render(commands::RenderArgs),
     /// Remove every TG- chain and tg- set from this node.
     Cleanup(commands::CleanupArgs),
-    /// Run reachability cases (../shared/conformance/FORMAT.md) on a data plane.
+    /// Run reachability cases (docs/cases.md) on a data plane.
     Conformance(conformance::ConformanceArgs),
 }
 

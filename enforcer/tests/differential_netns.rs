@@ -1,5 +1,5 @@
 //! Randomized end-to-end check on the kernel: random multi-step reachability
-//! cases (FORMAT.md shape, standard or small custom clusters, steps with
+//! cases (docs/cases.md shape, standard or small custom clusters, steps with
 //! apply / delete / labelPods / labelNamespaces), expected matrices computed
 //! by the model and cross-checked against an independent oracle, then run
 //! through the netns data plane (real namespaces, the enforcer's real rules,
@@ -36,7 +36,7 @@ fn env_u64(key: &str) -> Option<u64> {
     }
 }
 
-/// The FORMAT.md standard cluster as a spec (x, y, z; a, b, c; ports 80/81 on every protocol).
+/// The standard cluster of docs/cases.md as a spec (x, y, z; a, b, c; ports 80/81 on every protocol).
 fn standard() -> ClusterSpec {
     let mut ports = Vec::new();
     for port in [80u16, 81] {

@@ -208,11 +208,20 @@ impl TierTemplate {
     pub fn built_in() -> TierTemplate {
         // The built-in text is part of the binary and covered by tests.
         #[allow(clippy::expect_used)]
-        TierTemplate::parse(BUILT_IN, "built-in template").expect("built-in template is valid")
+        TierTemplate::parse_over(BUILT_IN, "built-in template", None).expect("built-in template is valid")
     }
 
     /// Parses a template; keys it omits take the built-in values.
     pub fn parse(text: &str, source_name: &str) -> Result<TierTemplate, TemplateError> {
+        TierTemplate::parse_over(text, source_name, Some(&TierTemplate::built_in()))
+    }
+
+    /// Parses a template whose omitted keys take their values from `base`;
+    /// without a base (the built-in text itself, which has nothing under it)
+    /// they take the fallbacks written here. The base is passed explicitly so
+    /// that no template is told apart by its `source_name`, which only labels
+    /// errors.
+    fn parse_over(text: &str, source_name: &str, base: Option<&TierTemplate>) -> Result<TierTemplate, TemplateError> {
         let err = |line: Option<usize>, field: &str, message: String| TemplateError {
             source_name: source_name.to_string(),
             line,
@@ -225,26 +234,17 @@ impl TierTemplate {
             serde_yaml::from_str(text)
         }
         .map_err(|e| err(e.location().map(|l| l.line()), "template", e.to_string()))?;
-        let base = if source_name == "built-in template" {
-            None
-        } else {
-            Some(TierTemplate::built_in())
-        };
-
         let tier_label = match raw.tier_label {
             Some(t) => {
                 labels::validate_key(&t).map_err(|m| err(key_line(text, "tierLabel"), "tierLabel", m))?;
                 t
             }
-            None => base
-                .as_ref()
-                .map(|b| b.tier_label.clone())
-                .unwrap_or_else(|| "tier".into()),
+            None => base.map(|b| b.tier_label.clone()).unwrap_or_else(|| "tier".into()),
         };
 
         let tiers = match raw.tiers {
             Some(map) => parse_tiers(&map, text, &err)?,
-            None => base.as_ref().map(|b| b.tiers.clone()).unwrap_or_default(),
+            None => base.map(|b| b.tiers.clone()).unwrap_or_default(),
         };
         if tiers.is_empty() {
             return Err(err(
@@ -254,7 +254,7 @@ impl TierTemplate {
             ));
         }
 
-        let dns = parse_dns(raw.dns, base.as_ref().map(|b| &b.dns), text, &err)?;
+        let dns = parse_dns(raw.dns, base.map(|b| &b.dns), text, &err)?;
 
         let (governed_namespaces, governed_namespaces_source) = match raw.governed_namespaces {
             Some(ls) => {
@@ -271,7 +271,7 @@ impl TierTemplate {
                 })?;
                 (sel, ls)
             }
-            None => match &base {
+            None => match base {
                 Some(b) => (b.governed_namespaces.clone(), b.governed_namespaces_source.clone()),
                 None => (Selector::everything(), LabelSelector::default()),
             },
@@ -301,7 +301,6 @@ impl TierTemplate {
                 out
             }
             None => base
-                .as_ref()
                 .map(|b| {
                     b.namespace_tiers
                         .iter()

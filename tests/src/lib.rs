@@ -11,6 +11,7 @@
 //! are `fuzz_checks`, which `tests/tests/fuzz_replay.rs` runs on the stored
 //! corpus.
 
+pub mod docs;
 pub mod e2e;
 pub mod fuzz_checks;
 pub mod kinds;

@@ -51,6 +51,30 @@ pub enum BadRequest {
     Body(String),
 }
 
+/// Why a review got no AdmissionReview back: the client's fault (HTTP 400)
+/// or the webhook's own (HTTP 500). The API server treats the two alike, but
+/// a person reading the logs or the metrics must not be sent looking for a
+/// broken client when the webhook failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReviewError {
+    /// the request was not a usable AdmissionReview
+    #[error(transparent)]
+    BadRequest(#[from] BadRequest),
+    /// the webhook could not write its answer
+    #[error("internal error: {0}")]
+    ServerFault(String),
+}
+
+impl ReviewError {
+    /// The HTTP status to answer with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ReviewError::BadRequest(_) => 400,
+            ReviewError::ServerFault(_) => 500,
+        }
+    }
+}
+
 /// The answer to one review.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -217,14 +241,14 @@ impl Admission {
 
     /// Answers one AdmissionReview body. A NetworkPolicy review waits while
     /// another review in its namespace is being judged (never on the API server).
-    pub async fn handle(&self, endpoint: Endpoint, body: &[u8]) -> Result<Outcome, BadRequest> {
+    pub async fn handle(&self, endpoint: Endpoint, body: &[u8]) -> Result<Outcome, ReviewError> {
         let review: AdmissionReview<DynamicObject> =
             serde_json::from_slice(body).map_err(|e| BadRequest::Malformed(e.to_string()))?;
         if review.types.api_version != admission::META_API_VERSION_V1 {
-            return Err(BadRequest::ApiVersion(review.types.api_version));
+            return Err(BadRequest::ApiVersion(review.types.api_version).into());
         }
         if review.types.kind != admission::META_KIND {
-            return Err(BadRequest::Kind(review.types.kind));
+            return Err(BadRequest::Kind(review.types.kind).into());
         }
         let request: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| BadRequest::MissingRequest)?;
         let kind = request.kind.kind.clone();
@@ -368,7 +392,7 @@ impl Admission {
 /// Writes the AdmissionReview response. `patch` is sent base64-encoded, as
 /// the API server requires for `[]byte` fields in JSON (kube-core would
 /// otherwise serialize the bytes as a JSON array of numbers).
-fn respond(request: &AdmissionRequest<DynamicObject>, decision: Decision) -> Result<serde_json::Value, BadRequest> {
+fn respond(request: &AdmissionRequest<DynamicObject>, decision: Decision) -> Result<serde_json::Value, ReviewError> {
     let mut response = AdmissionResponse::from(request);
     if let Some(status) = decision.denial {
         response.allowed = false;
@@ -380,11 +404,11 @@ fn respond(request: &AdmissionRequest<DynamicObject>, decision: Decision) -> Res
     if let Some(patch) = decision.patch {
         response = response
             .with_patch(patch)
-            .map_err(|e| BadRequest::Malformed(format!("cannot serialize patch: {e}")))?;
+            .map_err(|e| ReviewError::ServerFault(format!("cannot serialize patch: {e}")))?;
     }
     let patch_bytes = response.patch.take();
     let mut value = serde_json::to_value(response.into_review())
-        .map_err(|e| BadRequest::Malformed(format!("cannot serialize response: {e}")))?;
+        .map_err(|e| ReviewError::ServerFault(format!("cannot serialize response: {e}")))?;
     if let Some(bytes) = patch_bytes
         && let Some(obj) = value.get_mut("response").and_then(serde_json::Value::as_object_mut)
     {

@@ -25,6 +25,8 @@ pub enum Verdict {
     Patched,
     /// the request could not be read
     Invalid,
+    /// the webhook could not write its answer (its own fault, HTTP 500)
+    Error,
 }
 
 /// Labels of the request counter.

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::{Admission, BadRequest, Endpoint};
+use crate::admission::{Admission, BadRequest, Endpoint, ReviewError};
 use crate::connection::{self, ConnectionContext, Protocols};
 use crate::contract;
 use crate::limits::ConnectionLimits;
@@ -68,26 +68,40 @@ async fn review(app: &AppState, endpoint: Endpoint, path: &str, body: Result<Byt
     let started = Instant::now();
     let result = match body {
         Ok(body) => app.admission.handle(endpoint, &body).await,
-        Err(rejection) => Err(BadRequest::Body(rejection.body_text())),
+        Err(rejection) => Err(BadRequest::Body(rejection.body_text()).into()),
     };
     let response = match result {
         Ok(outcome) => {
             app.metrics.count(&outcome.kind, &outcome.operation, outcome.verdict);
             (StatusCode::OK, axum::Json(outcome.response)).into_response()
         }
-        Err(bad) => {
-            tracing::warn!(path, reason = %bad, "bad AdmissionReview request");
-            app.metrics.count("unknown", "unknown", Verdict::Invalid);
-            (
-                StatusCode::BAD_REQUEST,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                format!("{bad}\n"),
-            )
-                .into_response()
+        Err(err) => {
+            let verdict = match &err {
+                ReviewError::BadRequest(_) => {
+                    tracing::warn!(path, reason = %err, "bad AdmissionReview request");
+                    Verdict::Invalid
+                }
+                ReviewError::ServerFault(_) => {
+                    tracing::error!(path, reason = %err, "cannot answer AdmissionReview");
+                    Verdict::Error
+                }
+            };
+            app.metrics.count("unknown", "unknown", verdict);
+            error_response(&err)
         }
     };
     app.metrics.observe_latency(path, started.elapsed().as_secs_f64());
     response
+}
+
+/// The plain-text answer to a review that got no AdmissionReview back.
+fn error_response(err: &ReviewError) -> Response {
+    (
+        StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{err}\n"),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -209,4 +223,17 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     Ok((listener, local))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_fault_is_a_500_and_a_bad_request_a_400() {
+        let fault = error_response(&ReviewError::ServerFault("cannot serialize response: boom".into()));
+        assert_eq!(fault.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bad = error_response(&ReviewError::BadRequest(BadRequest::MissingRequest));
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    }
 }

@@ -98,3 +98,31 @@ async fn serve_binary_self_signed_state_and_sigterm() {
         assert!(messages.contains(&want), "{want:?} not in {messages:?}");
     }
 }
+
+/// Text logs written to a pipe (a file, a container log) carry no colour codes.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tierguard-webhook"))
+        .args(["--log-format", "text", "serve", "--listen", "127.0.0.1:0"])
+        .arg("--state")
+        .arg(support::example_dir())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let listening = line.contains("local_addr");
+        seen.push(line);
+        if listening {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen.iter().any(|l| l.contains("local_addr")), "{seen:#?}");
+    assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "{seen:#?}");
+}

@@ -1,4 +1,4 @@
-//! Reading a reachability case file (../shared/conformance/FORMAT.md) into a
+//! Reading a reachability case file (docs/cases.md) into a
 //! validated `Case`: the cluster, and steps whose every policy, pod and
 //! matrix reference has been checked. Errors name the file and the field.
 
@@ -62,7 +62,7 @@ pub struct Step {
 }
 
 impl Step {
-    /// Applies the step's actions to `cluster`, in FORMAT.md's order.
+    /// Applies the step's actions to `cluster`, in the order docs/cases.md gives.
     pub fn apply_to(&self, cluster: &mut Cluster) {
         for policy in &self.apply {
             cluster.upsert_policy(policy.clone());
@@ -202,7 +202,7 @@ struct RawExpect {
 /// The node of the standard cluster.
 pub const STANDARD_NODE: &str = "node-1";
 
-/// The standard cluster of FORMAT.md: namespaces x, y, z, pods a, b, c in
+/// The standard cluster of docs/cases.md: namespaces x, y, z, pods a, b, c in
 /// each, serving 80 and 81 on TCP, UDP and SCTP, on node-1.
 pub fn standard_cluster() -> (Vec<NodeSpec>, Cluster) {
     let mut cluster = Cluster::new();

@@ -1,4 +1,4 @@
-//! Reachability cases (../shared/conformance/FORMAT.md): parsing, the model
+//! Reachability cases (docs/cases.md): parsing, the model
 //! data plane and the runner.
 
 pub mod case;

@@ -1,5 +1,5 @@
 //! The `netns` data plane: pods as Linux network namespaces behind a node
-//! namespace that carries the enforcer's real rules (DESIGN.md section 7).
+//! namespace that carries the enforcer's real rules (docs/cases.md, "Running cases").
 //!
 //! - [`topology`]: the namespaces, veth pairs and routes of a case's cluster;
 //!   removed on drop, on SIGINT/SIGTERM, and swept by later runs if a process died.
@@ -136,7 +136,7 @@ pub fn preflight() -> Result<(), NetnsError> {
 /// How the netns data plane is set up.
 #[derive(Clone, Debug, Default)]
 pub struct NetnsOptions {
-    /// The case's nodes; empty = FORMAT.md's default (`node-1`, 10.244.0.1), plus any node a pod names.
+    /// The case's nodes; empty = the cases' default (`node-1`, 10.244.0.1), plus any node a pod names.
     pub nodes: Vec<NodeSpec>,
     /// Probe timeouts and parallelism.
     pub probe: ProbeOptions,

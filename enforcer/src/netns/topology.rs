@@ -1,6 +1,6 @@
 //! The case's cluster as network namespaces: a node namespace per node, a
 //! namespace per pod joined to its node by a veth pair, routed like Calico
-//! (DESIGN.md section 7). Nothing links to the host's own network.
+//! (docs/cases.md, "Running cases"). Nothing links to the host's own network.
 //!
 //! Every namespace is named `tg-<pid>-<instance><kind><index>` and recorded
 //! in a process-wide registry, so a SIGINT/SIGTERM handler can remove them
@@ -244,7 +244,7 @@ pub struct Topology {
     created: Vec<String>,
 }
 
-/// The default node of FORMAT.md.
+/// The default node of a case (docs/cases.md).
 pub fn default_node() -> NodeSpec {
     NodeSpec {
         name: "node-1".into(),

@@ -24,7 +24,7 @@ pub(crate) fn effective_labels(state: &PolicyState, namespace: &str) -> Labels {
     labels
 }
 
-/// What a namespace's pods are as peers (DESIGN 3.1, "Peers' tiers for R3").
+/// What a namespace's pods are as peers (docs/guardrails.md, "R3 template flows").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum PeerNamespace {
     /// not governed: its pods are untiered

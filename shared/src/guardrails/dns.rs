@@ -1,4 +1,5 @@
-//! What "reaches DNS" means (DESIGN 3.1, "DNS for R2" and "DNS for R3").
+//! What "reaches DNS" means (docs/guardrails.md:
+//! "R2 DNS", "Named DNS ports", and the DNS exemption of R3).
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! R2: every egress-isolated pod must reach DNS on every configured port,
-//! through rules of policies that select all of those pods (DESIGN 3.1,
-//! "Partial isolation").
+//! through rules of policies that select all of those pods (docs/guardrails.md,
+//! "R2 DNS").
 
 use super::context::Context;
 use super::evaluate::{PolicyFacts, Wanted};

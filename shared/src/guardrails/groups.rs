@@ -1,4 +1,4 @@
-//! Tier groups of a governed namespace (DESIGN 2 and 3.1) and how they are
+//! Tier groups of a governed namespace (docs/guardrails.md, "Groups") and how they are
 //! named in messages.
 
 use crate::labels::Labels;

@@ -1,5 +1,5 @@
-//! The guardrail rules R1-R4 (DESIGN.md section 3), namespace validation and
-//! namespace mutation (section 4). Pure functions over a `PolicyState`; for
+//! The guardrail rules R1-R4 (docs/guardrails.md), namespace validation and
+//! namespace mutation (docs/namespaces.md). Pure functions over a `PolicyState`; for
 //! many reviews against one state, [`PreparedState`] parses its policies once
 //! and gives the same answers.
 //!
@@ -61,7 +61,7 @@ impl fmt::Display for RuleId {
     }
 }
 
-/// A tier group of a governed namespace (DESIGN 2).
+/// A tier group of a governed namespace (docs/guardrails.md, "Groups").
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum Group {
     /// The namespace is labelled with this tier: all its pods form one group.
@@ -83,7 +83,8 @@ pub enum PeerTier {
     External,
 }
 
-/// What makes a violation "the same" before and after a change (DESIGN 3.1).
+/// What makes a violation "the same" before and after a change
+/// (docs/guardrails.md, "What makes a change fail").
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum ViolationKey {
     /// R1 (namespace, group, direction)
@@ -299,7 +300,7 @@ pub fn review_namespace(
     namespace::review_namespace(template, operation, old, new)
 }
 
-/// The patch that sets `kubernetes.io/metadata.name` and the tier label (DESIGN 4).
+/// The patch that sets `kubernetes.io/metadata.name` and the tier label (docs/namespaces.md).
 ///
 /// ```
 /// use tierguard::guardrails::mutate_namespace;

@@ -1,4 +1,4 @@
-//! Namespace mutation (DESIGN 4): the name label and the tier label.
+//! Namespace mutation (docs/namespaces.md): the name label and the tier label.
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};

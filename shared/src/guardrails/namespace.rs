@@ -1,4 +1,4 @@
-//! Validation of Namespace CREATE and UPDATE (DESIGN 3, "Namespaces").
+//! Validation of Namespace CREATE and UPDATE (docs/namespaces.md, "Validation").
 
 use k8s_openapi::api::core::v1::Namespace;
 

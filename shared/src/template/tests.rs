@@ -39,6 +39,21 @@ fn omitted_keys_take_built_in_values() {
 }
 
 #[test]
+fn the_source_name_only_labels_errors() {
+    // A user's template that happens to carry the built-in's label still
+    // gets the built-in values for the keys it omits.
+    let t = TierTemplate::parse("mode: warn\n", "built-in template").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.mode, Mode::Warn);
+    assert_eq!(t.tier_names().count(), 4);
+    assert_eq!(t.dns.ports, TierTemplate::built_in().dns.ports);
+    let e = TierTemplate::parse("tiers: {}\n", "built-in template").err();
+    assert_eq!(
+        e.map(|e| e.to_string()),
+        Some("built-in template line 1: tiers: must name at least one tier".into())
+    );
+}
+
+#[test]
 fn errors_point_at_the_line_and_field() {
     let cases: [(&str, usize, &str); 5] = [
         (

@@ -93,7 +93,7 @@ fn sorted(mut keys: Vec<ViolationKey>) -> Vec<ViolationKey> {
 )]
 #[case::labelled_namespace_allowed(ingress("p", data(), json!([in_namespace("shop-backend", json!({}))])), vec![])]
 #[case::unlabelled_namespace_uses_pod_labels(ingress("p", data(), json!([in_namespace("monitoring", json!({"matchLabels": {"tier": "backend"}}))])), vec![])]
-// DESIGN 3.1: a governed namespace whose tier label names no template tier
+// docs/guardrails.md, "Groups": a governed namespace whose tier label names no template tier
 // is treated as unlabelled, and as a peer its pods are untiered, whatever
 // their own labels say.
 #[case::unknown_namespace_tier_peers_are_untiered(
