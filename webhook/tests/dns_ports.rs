@@ -38,7 +38,10 @@ fn admission() -> Admission {
 fn validate(admission: &Admission, req: &Req) -> Value {
     let body = serde_json::to_vec(&req.review()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    runtime.block_on(admission.handle(Endpoint::Validate, &body)).unwrap().response
+    runtime
+        .block_on(admission.handle(Endpoint::Validate, &body))
+        .unwrap()
+        .response
 }
 
 /// The fixture's policy: DNS on `dns`, `dns-tcp` and TCP/5353 by number.
