@@ -235,23 +235,33 @@ impl ControlPlane {
         )?);
         // The ServiceAccount admission plugin refuses pods until a namespace's
         // `default` account exists: the serviceaccount controller must be working.
-        wait_for("the default ServiceAccount", Duration::from_secs(60), Duration::from_millis(250), || {
-            plane.check_alive()?;
-            Ok(plane
-                .kubectl
-                .run(&["-n", "default", "get", "serviceaccount", "default"], None)?
-                .ok
-                .then_some(()))
-        })?;
+        wait_for(
+            "the default ServiceAccount",
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+            || {
+                plane.check_alive()?;
+                Ok(plane
+                    .kubectl
+                    .run(&["-n", "default", "get", "serviceaccount", "default"], None)?
+                    .ok
+                    .then_some(()))
+            },
+        )?;
         Ok(plane)
     }
 
     fn wait_ready(&mut self) -> anyhow::Result<()> {
-        wait_for("kube-apiserver /readyz", Duration::from_secs(120), Duration::from_millis(250), || {
-            self.check_alive()?;
-            let out = self.kubectl.run(&["get", "--raw", "/readyz"], None)?;
-            Ok((out.ok && out.stdout.trim() == "ok").then_some(()))
-        })
+        wait_for(
+            "kube-apiserver /readyz",
+            Duration::from_secs(120),
+            Duration::from_millis(250),
+            || {
+                self.check_alive()?;
+                let out = self.kubectl.run(&["get", "--raw", "/readyz"], None)?;
+                Ok((out.ok && out.stdout.trim() == "ok").then_some(()))
+            },
+        )
     }
 
     /// Fails (with the log's tail) if a control-plane process has exited.

@@ -51,7 +51,9 @@ pub struct Fabric {
 
 impl std::fmt::Debug for Fabric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fabric").field("topology", &self.topology).finish_non_exhaustive()
+        f.debug_struct("Fabric")
+            .field("topology", &self.topology)
+            .finish_non_exhaustive()
     }
 }
 

@@ -90,7 +90,9 @@ impl ControlPlaneNetns {
         let cp_if = format!("cp{}", self.joined);
         self.joined += 1;
         let cp = self.name.clone();
-        ip(&["-n", &cp, "link", "add", &cp_if, "type", "veth", "peer", "name", "tgcp", "netns", node_netns])?;
+        ip(&[
+            "-n", &cp, "link", "add", &cp_if, "type", "veth", "peer", "name", "tgcp", "netns", node_netns,
+        ])?;
         ip(&["-n", &cp, "link", "set", &cp_if, "up"])?;
         ip(&[
             "-n",

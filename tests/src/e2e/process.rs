@@ -46,7 +46,12 @@ impl Managed {
     /// Starts `command` with its output copied to `log` line by line; the
     /// moment each output line containing `marker` is read is recorded in
     /// the returned [`Stamps`] (e.g. the agent's "synced" lines).
-    pub fn spawn_stamped(name: &str, mut command: Command, log: &Path, marker: &'static str) -> anyhow::Result<(Managed, Stamps)> {
+    pub fn spawn_stamped(
+        name: &str,
+        mut command: Command,
+        log: &Path,
+        marker: &'static str,
+    ) -> anyhow::Result<(Managed, Stamps)> {
         let mut file = File::options()
             .create(true)
             .append(true)
@@ -61,8 +66,14 @@ impl Managed {
         let stamps = Stamps::default();
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()

@@ -16,22 +16,36 @@ use crate::setup::World;
 
 pub fn run(world: &mut World, report: &mut Report) -> anyhow::Result<()> {
     println!("== admission through the API server");
-    report.check("mutation: a new namespace gets its name and tier labels", || mutation(world));
+    report.check("mutation: a new namespace gets its name and tier labels", || {
+        mutation(world)
+    });
     report.check("validation: an unknown tier label is refused", || unknown_tier(world));
     let bad = bad_examples(&world.repo)?;
     for (folder, rule) in &bad {
-        let name = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = folder
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         report.check(&format!("validation: {name} is refused with {rule}"), || {
             bad_example(world, folder, rule)
         });
     }
-    report.check("warn mode: kubectl shows the violations as warnings", || warn_mode(world));
-    report.check("deleting a namespace that holds policies completes", || namespace_deletion(world));
-    report.check("RBAC: the ServiceAccounts get what deploy/ grants and no more", || rbac(world));
-    report.check("failurePolicy: with the webhook stopped, changes wait (Fail)", || failure_policy(world));
-    report.check("concurrent deletes: never both admitted when together they drop DNS", || {
-        concurrent_deletes(world)
+    report.check("warn mode: kubectl shows the violations as warnings", || {
+        warn_mode(world)
     });
+    report.check("deleting a namespace that holds policies completes", || {
+        namespace_deletion(world)
+    });
+    report.check("RBAC: the ServiceAccounts get what deploy/ grants and no more", || {
+        rbac(world)
+    });
+    report.check("failurePolicy: with the webhook stopped, changes wait (Fail)", || {
+        failure_policy(world)
+    });
+    report.check(
+        "concurrent deletes: never both admitted when together they drop DNS",
+        || concurrent_deletes(world),
+    );
     Ok(())
 }
 
@@ -46,12 +60,18 @@ fn mutation(world: &mut World) -> anyhow::Result<()> {
     anyhow::ensure!(out.ok, "refused");
     let labels = labels_of(world, "orders-backend")?;
     show("its labels", &labels.to_string());
-    anyhow::ensure!(labels["tier"] == "backend", "no tier label from the *-backend pattern: {labels}");
+    anyhow::ensure!(
+        labels["tier"] == "backend",
+        "no tier label from the *-backend pattern: {labels}"
+    );
     anyhow::ensure!(labels["kubernetes.io/metadata.name"] == "orders-backend", "{labels}");
     let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
         "name": "warehouse", "annotations": {"tierguard.io/tier": "data"}}});
     let out = k.run(&["create", "-f", "-"], Some(&ns.to_string()))?;
-    show("kubectl create namespace warehouse (annotation tierguard.io/tier: data)", &out.printed());
+    show(
+        "kubectl create namespace warehouse (annotation tierguard.io/tier: data)",
+        &out.printed(),
+    );
     anyhow::ensure!(out.ok, "refused");
     let labels = labels_of(world, "warehouse")?;
     show("its labels", &labels.to_string());
@@ -81,7 +101,10 @@ fn bad_examples(repo: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
         if !path.is_dir() {
             continue;
         }
-        let name = path.file_name().map(|n| n.to_string_lossy().to_uppercase()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_uppercase())
+            .unwrap_or_default();
         let rule = name.split('-').next().unwrap_or_default().to_string();
         out.push((path, rule));
     }
@@ -101,8 +124,8 @@ fn objects_in(folder: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
     for file in files {
         let text = std::fs::read_to_string(&file)?;
         for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value: serde_json::Value = serde::Deserialize::deserialize(doc)
-                .with_context(|| format!("parsing {}", file.display()))?;
+            let value: serde_json::Value =
+                serde::Deserialize::deserialize(doc).with_context(|| format!("parsing {}", file.display()))?;
             if !value.is_null() {
                 out.push(value);
             }
@@ -151,7 +174,10 @@ fn bad_example(world: &mut World, folder: &Path, rule: &str) -> anyhow::Result<(
         let out = world.kubectl.run(&args, None)?;
         let relative = folder.strip_prefix(&world.repo).unwrap_or(folder).display().to_string();
         show(
-            &format!("kubectl apply -f {relative}{}", if dry_run { " --dry-run=server" } else { "" }),
+            &format!(
+                "kubectl apply -f {relative}{}",
+                if dry_run { " --dry-run=server" } else { "" }
+            ),
             &out.printed(),
         );
         anyhow::ensure!(!out.ok, "admitted (dry run: {dry_run})");
@@ -163,7 +189,10 @@ fn bad_example(world: &mut World, folder: &Path, rule: &str) -> anyhow::Result<(
         anyhow::ensure!(refused_as_expected, "not refused for {rule} (dry run: {dry_run})");
         verdicts.push(out.stderr.lines().filter(|l| l.contains("Error")).count());
     }
-    anyhow::ensure!(verdicts[0] == verdicts[1], "dry run and real apply differ: {verdicts:?}");
+    anyhow::ensure!(
+        verdicts[0] == verdicts[1],
+        "dry run and real apply differ: {verdicts:?}"
+    );
     Ok(())
 }
 
@@ -195,8 +224,12 @@ fn set_mode(world: &mut World, from: &str, to: &str) -> anyhow::Result<()> {
 fn warn_mode(world: &mut World) -> anyhow::Result<()> {
     set_mode(world, "enforce", "warn")?;
     let result = (|| -> anyhow::Result<()> {
-        let folder = world.repo.join("deploy/examples/three-tier-bad/r3-data-open-to-frontend");
-        let out = world.kubectl.run(&["apply", "-f", &folder.display().to_string()], None)?;
+        let folder = world
+            .repo
+            .join("deploy/examples/three-tier-bad/r3-data-open-to-frontend");
+        let out = world
+            .kubectl
+            .run(&["apply", "-f", &folder.display().to_string()], None)?;
         show(
             "mode: warn; kubectl apply -f deploy/examples/three-tier-bad/r3-data-open-to-frontend",
             &out.printed(),
@@ -216,14 +249,20 @@ fn warn_mode(world: &mut World) -> anyhow::Result<()> {
 }
 
 fn namespace_deletion(world: &mut World) -> anyhow::Result<()> {
-    let before = world.kubectl.ok(&["-n", "shop-r2", "get", "networkpolicies", "-o", "name"])?;
+    let before = world
+        .kubectl
+        .ok(&["-n", "shop-r2", "get", "networkpolicies", "-o", "name"])?;
     anyhow::ensure!(before.lines().count() >= 2, "shop-r2 holds no policies: {before}");
     let started = Instant::now();
-    let out = world
-        .kubectl
-        .run(&["delete", "namespace", "shop-r2", "--wait=true", "--timeout=120s"], None)?;
+    let out = world.kubectl.run(
+        &["delete", "namespace", "shop-r2", "--wait=true", "--timeout=120s"],
+        None,
+    )?;
     show(
-        &format!("kubectl delete namespace shop-r2 (held {} policies)", before.lines().count()),
+        &format!(
+            "kubectl delete namespace shop-r2 (held {} policies)",
+            before.lines().count()
+        ),
         &format!("{}\n(took {:.1} s)", out.printed(), started.elapsed().as_secs_f64()),
     );
     anyhow::ensure!(out.ok, "the deletion did not complete");
@@ -239,7 +278,10 @@ fn rbac(world: &mut World) -> anyhow::Result<()> {
     world.plane.service_account_kubeconfig(
         "tierguard-system",
         "tierguard-enforcer",
-        &format!("https://127.0.0.1:{}", tierguard_integration::e2e::controlplane::API_PORT),
+        &format!(
+            "https://127.0.0.1:{}",
+            tierguard_integration::e2e::controlplane::API_PORT
+        ),
         enforcer.kubeconfig(),
     )?;
     let mut lines = Vec::new();
@@ -260,7 +302,10 @@ fn rbac(world: &mut World) -> anyhow::Result<()> {
     }
     let out = webhook.run(&["-n", "shop-r1", "delete", "networkpolicy", "gateway"], None)?;
     lines.push(format!("webhook: kubectl delete networkpolicy -> {}", out.printed()));
-    anyhow::ensure!(!out.ok && out.stderr.contains("Forbidden"), "the webhook's account could delete");
+    anyhow::ensure!(
+        !out.ok && out.stderr.contains("Forbidden"),
+        "the webhook's account could delete"
+    );
     show("RBAC of the ServiceAccounts", &lines.join("\n"));
     Ok(())
 }
@@ -272,17 +317,28 @@ fn failure_policy(world: &mut World) -> anyhow::Result<()> {
             "metadata": {"name": "during-outage", "namespace": "shop-r1"},
             "spec": {"podSelector": {"matchLabels": {"tier": "backend"}}, "policyTypes": ["Ingress"]}});
         let out = world.kubectl.run(&["apply", "-f", "-"], Some(&np.to_string()))?;
-        show("webhook stopped; kubectl apply a NetworkPolicy in shop-r1", &out.printed());
+        show(
+            "webhook stopped; kubectl apply a NetworkPolicy in shop-r1",
+            &out.printed(),
+        );
         anyhow::ensure!(!out.ok && out.stderr.contains("failed calling webhook"), "not refused");
         let out = world.kubectl.run(&["create", "namespace", "outage-frontend"], None)?;
-        show("webhook stopped; kubectl create namespace outage-frontend", &out.printed());
+        show(
+            "webhook stopped; kubectl create namespace outage-frontend",
+            &out.printed(),
+        );
         anyhow::ensure!(!out.ok && out.stderr.contains("failed calling webhook"), "not refused");
         let mut system = np.clone();
         system["metadata"]["namespace"] = "kube-system".into();
         let out = world.kubectl.run(&["apply", "-f", "-"], Some(&system.to_string()))?;
-        show("webhook stopped; kubectl apply a NetworkPolicy in kube-system (excluded)", &out.printed());
+        show(
+            "webhook stopped; kubectl apply a NetworkPolicy in kube-system (excluded)",
+            &out.printed(),
+        );
         anyhow::ensure!(out.ok, "a change in an excluded namespace was blocked");
-        world.kubectl.ok(&["-n", "kube-system", "delete", "networkpolicy", "during-outage"])?;
+        world
+            .kubectl
+            .ok(&["-n", "kube-system", "delete", "networkpolicy", "during-outage"])?;
         Ok(())
     })();
     world.start_webhook()?;
@@ -293,7 +349,10 @@ fn failure_policy(world: &mut World) -> anyhow::Result<()> {
 }
 
 fn api_url(path: &str) -> String {
-    format!("https://127.0.0.1:{}{path}", tierguard_integration::e2e::controlplane::API_PORT)
+    format!(
+        "https://127.0.0.1:{}{path}",
+        tierguard_integration::e2e::controlplane::API_PORT
+    )
 }
 
 fn policy_url(namespace: &str, name: &str) -> String {
@@ -329,7 +388,12 @@ fn concurrent_deletes(world: &mut World) -> anyhow::Result<()> {
     let create = |name: &str| -> anyhow::Result<()> {
         let url = api_url("/apis/networking.k8s.io/v1/namespaces/race/networkpolicies");
         let r = client.post(&url).json(&dns_policy("race", name)).send()?;
-        anyhow::ensure!(r.status().is_success(), "re-creating {name}: {} {}", r.status(), r.text()?);
+        anyhow::ensure!(
+            r.status().is_success(),
+            "re-creating {name}: {} {}",
+            r.status(),
+            r.text()?
+        );
         Ok(())
     };
     let mut both = 0;
@@ -416,7 +480,11 @@ fn concurrent_deletes(world: &mut World) -> anyhow::Result<()> {
              taking the DNS rule out of one of the two: both admitted {updates_both}"
         ),
     );
-    anyhow::ensure!(both == 0 && other.is_empty(), "{both} pairs both admitted, {} odd", other.len());
+    anyhow::ensure!(
+        both == 0 && other.is_empty(),
+        "{both} pairs both admitted, {} odd",
+        other.len()
+    );
     anyhow::ensure!(updates_both == 0, "{updates_both} update pairs both admitted");
     k.ok(&["delete", "namespace", "race", "--wait=false"])?;
     Ok(())
@@ -425,79 +493,98 @@ fn concurrent_deletes(world: &mut World) -> anyhow::Result<()> {
 /// The serving certificate is renewed (twice) while reviews keep arriving
 /// through the API server; none may fail.
 pub fn rotation(world: &mut World, report: &mut Report) -> anyhow::Result<()> {
-    report.check("certificate rotation while the API server sends reviews: no request fails", || {
-        let client = world.api_client()?;
-        let served = || -> anyhow::Result<Vec<u8>> {
-            // a new client each time: a resumed TLS session would report the old certificate
-            let r = world
-                .webhook_client()?
-                .get(format!("https://{}:{}/healthz", crate::setup::WEBHOOK_HOST, crate::setup::WEBHOOK_PORT))
-                .send()?;
-            let info = r
-                .extensions()
-                .get::<reqwest::tls::TlsInfo>()
-                .and_then(|i| i.peer_certificate().map(<[u8]>::to_vec));
-            info.context("no peer certificate")
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        let loader = {
-            let (stop, sent, failed, failures) = (stop.clone(), sent.clone(), failed.clone(), failures.clone());
-            std::thread::spawn(move || {
-                let url = api_url("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies?dryRun=All");
-                let mut np = dns_policy("shop", "rotation-probe");
-                np["spec"]["podSelector"] = serde_json::json!({"matchLabels": {"tier": "backend"}});
-                while !stop.load(Ordering::Relaxed) {
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    match client.post(&url).json(&np).send() {
-                        Ok(r) if r.status().is_success() => {}
-                        Ok(r) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            let status = r.status();
-                            let body = r.text().unwrap_or_default();
-                            failures.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{status}: {body}"));
-                        }
-                        Err(e) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            failures.lock().unwrap_or_else(|e| e.into_inner()).push(e.to_string());
+    report.check(
+        "certificate rotation while the API server sends reviews: no request fails",
+        || {
+            let client = world.api_client()?;
+            let served = || -> anyhow::Result<Vec<u8>> {
+                // a new client each time: a resumed TLS session would report the old certificate
+                let r = world
+                    .webhook_client()?
+                    .get(format!(
+                        "https://{}:{}/healthz",
+                        crate::setup::WEBHOOK_HOST,
+                        crate::setup::WEBHOOK_PORT
+                    ))
+                    .send()?;
+                let info = r
+                    .extensions()
+                    .get::<reqwest::tls::TlsInfo>()
+                    .and_then(|i| i.peer_certificate().map(<[u8]>::to_vec));
+                info.context("no peer certificate")
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+            let loader = {
+                let (stop, sent, failed, failures) = (stop.clone(), sent.clone(), failed.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    let url = api_url("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies?dryRun=All");
+                    let mut np = dns_policy("shop", "rotation-probe");
+                    np["spec"]["podSelector"] = serde_json::json!({"matchLabels": {"tier": "backend"}});
+                    while !stop.load(Ordering::Relaxed) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        match client.post(&url).json(&np).send() {
+                            Ok(r) if r.status().is_success() => {}
+                            Ok(r) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                let status = r.status();
+                                let body = r.text().unwrap_or_default();
+                                failures
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push(format!("{status}: {body}"));
+                            }
+                            Err(e) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                failures.lock().unwrap_or_else(|e| e.into_inner()).push(e.to_string());
+                            }
                         }
                     }
-                }
-            })
-        };
-        let mut lines = Vec::new();
-        let result = (|| -> anyhow::Result<()> {
-            std::thread::sleep(Duration::from_secs(1));
-            for round in 1..=2 {
-                let before = served()?;
-                world.renew_certificate()?;
-                world.project_secret()?;
-                let changed = wait_for("the webhook to serve the new certificate", Duration::from_secs(30), Duration::from_millis(100), || {
-                    Ok((served()? != before).then_some(()))
-                });
-                lines.push(format!(
-                    "rotation {round}: {} (source: {:?}); {} reviews sent so far",
-                    if changed.is_ok() { "new certificate served" } else { "NOT served" },
-                    world.cert_source,
-                    sent.load(Ordering::Relaxed)
-                ));
-                changed?;
+                })
+            };
+            let mut lines = Vec::new();
+            let result = (|| -> anyhow::Result<()> {
                 std::thread::sleep(Duration::from_secs(1));
-            }
+                for round in 1..=2 {
+                    let before = served()?;
+                    world.renew_certificate()?;
+                    world.project_secret()?;
+                    let changed = wait_for(
+                        "the webhook to serve the new certificate",
+                        Duration::from_secs(30),
+                        Duration::from_millis(100),
+                        || Ok((served()? != before).then_some(())),
+                    );
+                    lines.push(format!(
+                        "rotation {round}: {} (source: {:?}); {} reviews sent so far",
+                        if changed.is_ok() {
+                            "new certificate served"
+                        } else {
+                            "NOT served"
+                        },
+                        world.cert_source,
+                        sent.load(Ordering::Relaxed)
+                    ));
+                    changed?;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Ok(())
+            })();
+            stop.store(true, Ordering::Relaxed);
+            let _ = loader.join();
+            let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+            lines.push(format!(
+                "reviews through the API server during the rotations: {sent} sent, {failed} failed"
+            ));
+            let failures = failures.lock().unwrap_or_else(|e| e.into_inner());
+            lines.extend(failures.iter().take(5).cloned());
+            show("certificate rotation", &lines.join("\n"));
+            result?;
+            anyhow::ensure!(sent > 20, "only {sent} reviews were sent");
+            anyhow::ensure!(failed == 0, "{failed} of {sent} reviews failed");
             Ok(())
-        })();
-        stop.store(true, Ordering::Relaxed);
-        let _ = loader.join();
-        let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-        lines.push(format!("reviews through the API server during the rotations: {sent} sent, {failed} failed"));
-        let failures = failures.lock().unwrap_or_else(|e| e.into_inner());
-        lines.extend(failures.iter().take(5).cloned());
-        show("certificate rotation", &lines.join("\n"));
-        result?;
-        anyhow::ensure!(sent > 20, "only {sent} reviews were sent");
-        anyhow::ensure!(failed == 0, "{failed} of {sent} reviews failed");
-        Ok(())
-    });
+        },
+    );
     Ok(())
 }

@@ -49,14 +49,56 @@ pub fn pod_plans() -> Vec<PodPlan> {
         labels: labels(pairs),
     };
     vec![
-        plan("shop", "gw-a", "node-a", [10, 244, 1, 10], &[("app", "gw"), ("tier", "gateway")]),
-        plan("shop", "fe-b", "node-b", [10, 244, 1, 11], &[("app", "fe"), ("tier", "frontend")]),
-        plan("shop", "be-a", "node-a", [10, 244, 1, 12], &[("app", "be"), ("tier", "backend")]),
-        plan("shop", "be-b", "node-b", [10, 244, 1, 13], &[("app", "be"), ("tier", "backend")]),
-        plan("shop", "be-c", "node-c", [10, 244, 1, 14], &[("app", "be"), ("tier", "backend")]),
-        plan("shop", "db-c", "node-c", [10, 244, 1, 15], &[("app", "db"), ("tier", "data")]),
+        plan(
+            "shop",
+            "gw-a",
+            "node-a",
+            [10, 244, 1, 10],
+            &[("app", "gw"), ("tier", "gateway")],
+        ),
+        plan(
+            "shop",
+            "fe-b",
+            "node-b",
+            [10, 244, 1, 11],
+            &[("app", "fe"), ("tier", "frontend")],
+        ),
+        plan(
+            "shop",
+            "be-a",
+            "node-a",
+            [10, 244, 1, 12],
+            &[("app", "be"), ("tier", "backend")],
+        ),
+        plan(
+            "shop",
+            "be-b",
+            "node-b",
+            [10, 244, 1, 13],
+            &[("app", "be"), ("tier", "backend")],
+        ),
+        plan(
+            "shop",
+            "be-c",
+            "node-c",
+            [10, 244, 1, 14],
+            &[("app", "be"), ("tier", "backend")],
+        ),
+        plan(
+            "shop",
+            "db-c",
+            "node-c",
+            [10, 244, 1, 15],
+            &[("app", "db"), ("tier", "data")],
+        ),
         plan("web-frontend", "ui-c", "node-c", [10, 244, 2, 10], &[("app", "ui")]),
-        plan("kube-system", "coredns-b", "node-b", [10, 244, 3, 10], &[("k8s-app", "kube-dns")]),
+        plan(
+            "kube-system",
+            "coredns-b",
+            "node-b",
+            [10, 244, 3, 10],
+            &[("k8s-app", "kube-dns")],
+        ),
         plan("tools", "client-a", "node-a", [10, 244, 4, 10], &[("app", "client")]),
     ]
 }
@@ -177,7 +219,8 @@ pub fn start_agent(
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info");
     let _ = cp;
-    let (process, syncs) = Managed::spawn_stamped(&format!("tierguard-enforcer {}", node.name), command, log, "synced")?;
+    let (process, syncs) =
+        Managed::spawn_stamped(&format!("tierguard-enforcer {}", node.name), command, log, "synced")?;
     Ok(Agent {
         node: node.clone(),
         netns: node_netns.to_string(),
@@ -255,7 +298,12 @@ pub fn expected(cluster: &Cluster, probes: &[Probe]) -> anyhow::Result<Vec<Outco
                     .and_then(|(ns, name)| cluster.pod(ns, name))
                     .with_context(|| format!("no pod {key}"))
             };
-            let verdict = cluster.allowed(Endpoint::Pod(pod(&p.from)?), Endpoint::Pod(pod(&p.to)?), p.protocol, p.port);
+            let verdict = cluster.allowed(
+                Endpoint::Pod(pod(&p.from)?),
+                Endpoint::Pod(pod(&p.to)?),
+                p.protocol,
+                p.port,
+            );
             Ok(if verdict.allowed() {
                 Outcome::Reachable
             } else {

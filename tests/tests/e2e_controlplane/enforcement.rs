@@ -39,7 +39,10 @@ pub fn run(world: &mut World, report: &mut Report) -> anyhow::Result<()> {
         ),
         (
             "kubectl label pod shop/fe-b tier=backend",
-            Box::new(|k| k.ok(&["-n", "shop", "label", "pod", "fe-b", "tier=backend", "--overwrite"]).map(drop)),
+            Box::new(|k| {
+                k.ok(&["-n", "shop", "label", "pod", "fe-b", "tier=backend", "--overwrite"])
+                    .map(drop)
+            }),
         ),
         (
             "policies across namespaces: web-frontend -> shop backend on 8080",
@@ -103,7 +106,15 @@ fn start_cluster(world: &mut World) -> anyhow::Result<()> {
         let status = serde_json::json!({"status": {"addresses": [
             {"type": "InternalIP", "address": node.ip.to_string()},
             {"type": "Hostname", "address": node.name}]}});
-        k.ok(&["patch", "node", &node.name, "--subresource=status", "--type=merge", "-p", &status.to_string()])?;
+        k.ok(&[
+            "patch",
+            "node",
+            &node.name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ])?;
     }
     let shop_ns = world.repo.join("deploy/examples/three-tier/00-namespace.yaml");
     k.ok(&["apply", "-f", &shop_ns.display().to_string()])?;
@@ -127,8 +138,17 @@ fn start_cluster(world: &mut World) -> anyhow::Result<()> {
     let bin = world.tierguard_bin.join("tierguard-enforcer");
     let mut agents = Vec::new();
     for node in fabric.topology().nodes() {
-        let log = world.env_dir.join(format!("logs/tierguard-enforcer-{}.log", node.spec.name));
-        agents.push(cluster::start_agent(&world.netns, &bin, &node.spec, &node.netns, &kubeconfig, &log)?);
+        let log = world
+            .env_dir
+            .join(format!("logs/tierguard-enforcer-{}.log", node.spec.name));
+        agents.push(cluster::start_agent(
+            &world.netns,
+            &bin,
+            &node.spec,
+            &node.netns,
+            &kubeconfig,
+            &log,
+        )?);
     }
     world.agents = agents;
     let since = Instant::now() - Duration::from_secs(3600);
@@ -188,7 +208,15 @@ fn verify(world: &World, step: &str) -> anyhow::Result<()> {
             .filter(|(_, (w, g))| w != g)
             .map(|(p, (w, g))| {
                 let cell = |o: &Outcome| if *o == Outcome::Reachable { "." } else { "X" };
-                format!("{} -> {} {}/{}: expected {} got {}", p.from, p.to, p.protocol, p.port, cell(w), cell(g))
+                format!(
+                    "{} -> {} {}/{}: expected {} got {}",
+                    p.from,
+                    p.to,
+                    p.protocol,
+                    p.port,
+                    cell(w),
+                    cell(g)
+                )
             })
             .collect();
         if wrong.is_empty() {
@@ -198,7 +226,12 @@ fn verify(world: &World, step: &str) -> anyhow::Result<()> {
             );
             return Ok(());
         }
-        last = format!("{} of {} probes differ:\n{}", wrong.len(), probes.len(), wrong.join("\n"));
+        last = format!(
+            "{} of {} probes differ:\n{}",
+            wrong.len(),
+            probes.len(),
+            wrong.join("\n")
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     anyhow::bail!("{last}")
@@ -207,7 +240,12 @@ fn verify(world: &World, step: &str) -> anyhow::Result<()> {
 /// When `agent`'s rules first differ from `before`, measured from
 /// `returned`: the first "synced" line after `since` whose aftermath shows a
 /// changed kernel (conservatively the latest sync read by then).
-fn kernel_latency(agent: &Agent, before: &[u8; 32], since: Instant, returned: Instant) -> anyhow::Result<Option<Duration>> {
+fn kernel_latency(
+    agent: &Agent,
+    before: &[u8; 32],
+    since: Instant,
+    returned: Instant,
+) -> anyhow::Result<Option<Duration>> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut examined = 0;
     while Instant::now() < deadline {
@@ -233,7 +271,10 @@ impl Samples {
     }
 
     fn table(&self) -> String {
-        let mut text = format!("{:<22} {:<8} {:>4} {:>9} {:>9} {:>9}\n", "change", "node", "n", "p50 ms", "p99 ms", "max ms");
+        let mut text = format!(
+            "{:<22} {:<8} {:>4} {:>9} {:>9} {:>9}\n",
+            "change", "node", "n", "p50 ms", "p99 ms", "max ms"
+        );
         for ((kind, node), samples) in &self.0 {
             let mut s = samples.clone();
             s.sort();
@@ -294,7 +335,9 @@ fn latency(world: &mut World) -> anyhow::Result<()> {
                 .context("ports")?
                 .push(serde_json::json!({"protocol": "TCP", "port": 9090}));
         }
-        measure(world, &mut samples, "policy applied", || Ok(k.apply_json(&object)?.returned))?;
+        measure(world, &mut samples, "policy applied", || {
+            Ok(k.apply_json(&object)?.returned)
+        })?;
         changes += 1;
     }
     for i in 0..20 {
@@ -337,7 +380,9 @@ fn latency(world: &mut World) -> anyhow::Result<()> {
         changes += 2;
     }
     show(
-        &format!("kubectl -> kernel latency over {changes} changes (time from kubectl returning to the node's rules changing)"),
+        &format!(
+            "kubectl -> kernel latency over {changes} changes (time from kubectl returning to the node's rules changing)"
+        ),
         &samples.table(),
     );
     let measured: usize = samples.0.values().map(Vec::len).sum();
@@ -365,7 +410,18 @@ fn burst(world: &mut World) -> anyhow::Result<()> {
                 // 25 changes each: odd, so each pod ends on the other tier
                 for i in 0..25 {
                     let tier = if i % 2 == 0 { other } else { original };
-                    let out = k.run(&["-n", "shop", "label", "pod", &pod, &format!("tier={tier}"), "--overwrite"], None)?;
+                    let out = k.run(
+                        &[
+                            "-n",
+                            "shop",
+                            "label",
+                            "pod",
+                            &pod,
+                            &format!("tier={tier}"),
+                            "--overwrite",
+                        ],
+                        None,
+                    )?;
                     anyhow::ensure!(out.ok, "{}", out.printed());
                     last = out.returned;
                 }

@@ -46,7 +46,15 @@ impl Environment {
         if !nix::unistd::geteuid().is_root() {
             return Err(Missing("it needs root (network namespaces, iptables)".into()));
         }
-        for tool in ["ip", "iptables-save", "iptables-restore", "ipset", "conntrack", "openssl", "kubectl"] {
+        for tool in [
+            "ip",
+            "iptables-save",
+            "iptables-restore",
+            "ipset",
+            "conntrack",
+            "openssl",
+            "kubectl",
+        ] {
             if find_tool(tool).is_none() {
                 return Err(Missing(format!(
                     "`{tool}` is not on PATH (.ci/run and .ci/deploy-deps.sh install it)"
@@ -82,7 +90,9 @@ impl Environment {
                 )));
             }
         }
-        let target = tierguard_bin.parent().map_or_else(|| tierguard_bin.clone(), Path::to_path_buf);
+        let target = tierguard_bin
+            .parent()
+            .map_or_else(|| tierguard_bin.clone(), Path::to_path_buf);
         let run = target
             .join("e2e-controlplane")
             .join(format!("run-{}", std::process::id()));
@@ -102,14 +112,20 @@ impl Environment {
         }
         if self.cert_manager_built() {
             let out = Command::new(self.bins.path("cert-manager")).arg("version").output();
-            let version = out.map_or_else(|e| e.to_string(), |o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+            let version = out.map_or_else(
+                |e| e.to_string(),
+                |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            );
             println!("cert-manager (controller, cainjector): {version}");
         } else {
             println!("cert-manager: not built (CRDs applied; serving certificate from certs/gen-dev-certs.sh)");
         }
         for bin in ["tierguard-webhook", "tierguard-enforcer"] {
             let out = Command::new(self.tierguard_bin.join(bin)).arg("--version").output();
-            let version = out.map_or_else(|e| e.to_string(), |o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+            let version = out.map_or_else(
+                |e| e.to_string(),
+                |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            );
             println!("{bin}: {version} ({})", self.tierguard_bin.join(bin).display());
         }
         println!("run folder: {}", self.dir.display());
@@ -208,7 +224,8 @@ impl World {
     fn deploy(&mut self, env: &Environment) -> anyhow::Result<()> {
         println!("== deploy/ through tests/e2e/controlplane");
         let crds = self.cert_manager_crds(env)?;
-        self.kubectl.ok(&["apply", "--server-side", "-f", &crds.display().to_string()])?;
+        self.kubectl
+            .ok(&["apply", "--server-side", "-f", &crds.display().to_string()])?;
         self.kubectl.ok(&[
             "wait",
             "--for=condition=Established",
@@ -217,7 +234,9 @@ impl World {
             "crd/issuers.cert-manager.io",
         ])?;
         let overlay = self.repo.join("tests/e2e/controlplane");
-        let out = self.kubectl.run(&["apply", "-k", &overlay.display().to_string()], None)?;
+        let out = self
+            .kubectl
+            .run(&["apply", "-k", &overlay.display().to_string()], None)?;
         println!("{}", out.printed());
         anyhow::ensure!(out.ok, "kubectl apply -k {} failed", overlay.display());
         match self.cert_source {
@@ -259,7 +278,10 @@ impl World {
                     "--cluster-resource-namespace=tierguard-system".to_string(),
                 ],
             ),
-            ("cert-manager-cainjector", vec!["cainjector".to_string(), format!("--kubeconfig={kubeconfig}")]),
+            (
+                "cert-manager-cainjector",
+                vec!["cainjector".to_string(), format!("--kubeconfig={kubeconfig}")],
+            ),
         ] {
             let mut command = Command::new(env.bins.path("cert-manager"));
             command.args(&args);
@@ -271,9 +293,10 @@ impl World {
             Duration::from_secs(90),
             Duration::from_millis(500),
             || {
-                let out = self
-                    .kubectl
-                    .run(&["-n", "tierguard-system", "get", "secret", "tierguard-webhook-tls"], None)?;
+                let out = self.kubectl.run(
+                    &["-n", "tierguard-system", "get", "secret", "tierguard-webhook-tls"],
+                    None,
+                )?;
                 Ok(out.ok.then_some(()))
             },
         )
@@ -305,7 +328,10 @@ impl World {
         });
         self.kubectl.apply_json(&secret)?;
         let ca = b64(&std::fs::read(out_dir.join("ca.crt"))?);
-        for (kind, count) in [("validatingwebhookconfiguration", 2), ("mutatingwebhookconfiguration", 1)] {
+        for (kind, count) in [
+            ("validatingwebhookconfiguration", 2),
+            ("mutatingwebhookconfiguration", 1),
+        ] {
             let patch: Vec<serde_json::Value> = (0..count)
                 .map(|i| serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": ca}))
                 .collect();
@@ -346,9 +372,12 @@ impl World {
             }
             CertSource::DevScript => self.dev_certificate()?,
         }
-        wait_for("a renewed certificate in the Secret", Duration::from_secs(60), Duration::from_millis(250), || {
-            Ok((self.secret_data("tls.crt")? != before).then_some(()))
-        })
+        wait_for(
+            "a renewed certificate in the Secret",
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+            || Ok((self.secret_data("tls.crt")? != before).then_some(())),
+        )
     }
 
     fn secret_data(&self, key: &str) -> anyhow::Result<Vec<u8>> {
@@ -392,7 +421,9 @@ impl World {
                 for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
                     let config = self.kubectl.get_json(&[kind, "tierguard"])?;
                     for webhook in config["webhooks"].as_array().context("webhooks")? {
-                        all &= webhook["clientConfig"]["caBundle"].as_str().is_some_and(|s| !s.is_empty());
+                        all &= webhook["clientConfig"]["caBundle"]
+                            .as_str()
+                            .is_some_and(|s| !s.is_empty());
                     }
                 }
                 Ok(all.then_some(()))
@@ -402,7 +433,9 @@ impl World {
 
     /// The CA the API server trusts for the webhook (the injected caBundle).
     pub fn webhook_ca(&self) -> anyhow::Result<Vec<u8>> {
-        let config = self.kubectl.get_json(&["validatingwebhookconfiguration", "tierguard"])?;
+        let config = self
+            .kubectl
+            .get_json(&["validatingwebhookconfiguration", "tierguard"])?;
         let bundle = config["webhooks"][0]["clientConfig"]["caBundle"]
             .as_str()
             .context("no caBundle")?;
@@ -444,7 +477,10 @@ impl World {
             }
             args.push(arg);
         }
-        anyhow::ensure!(args.first().map(String::as_str) == Some("serve"), "unexpected args {args:?}");
+        anyhow::ensure!(
+            args.first().map(String::as_str) == Some("serve"),
+            "unexpected args {args:?}"
+        );
         self.webhook.args = args;
         Ok(())
     }
@@ -459,19 +495,24 @@ impl World {
         self.webhook.process = Some(Managed::spawn("tierguard-webhook", command, &self.webhook.log)?);
         let client = self.webhook_client()?;
         let url = format!("https://{WEBHOOK_HOST}:{WEBHOOK_PORT}/readyz");
-        wait_for("the webhook's /readyz", Duration::from_secs(60), Duration::from_millis(200), || {
-            if let Some(p) = self.webhook.process.as_mut()
-                && let Some(status) = p.exited()
-            {
-                anyhow::bail!("the webhook exited ({status}):\n{}", p.log_tail(20));
-            }
-            Ok(client
-                .get(&url)
-                .send()
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(drop))
-        })
+        wait_for(
+            "the webhook's /readyz",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                if let Some(p) = self.webhook.process.as_mut()
+                    && let Some(status) = p.exited()
+                {
+                    anyhow::bail!("the webhook exited ({status}):\n{}", p.log_tail(20));
+                }
+                Ok(client
+                    .get(&url)
+                    .send()
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(drop))
+            },
+        )
     }
 
     /// Stops the webhook with `signal` (SIGKILL: an outage; SIGTERM: a rollout).
@@ -514,7 +555,11 @@ impl World {
             text.push_str(&format!("\n--- tierguard-webhook\n{}", p.log_tail(lines)));
         }
         for agent in &self.agents {
-            text.push_str(&format!("\n--- {}\n{}", agent.process.name(), agent.process.log_tail(lines)));
+            text.push_str(&format!(
+                "\n--- {}\n{}",
+                agent.process.name(),
+                agent.process.log_tail(lines)
+            ));
         }
         for p in &self.cert_manager {
             text.push_str(&format!("\n--- {}\n{}", p.name(), p.log_tail(lines)));
