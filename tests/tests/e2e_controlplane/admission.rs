@@ -184,7 +184,7 @@ fn bad_example(world: &mut World, folder: &Path, rule: &str) -> anyhow::Result<(
         let refused_as_expected = if rule == "R4" {
             out.stderr.contains("is invalid") && out.stderr.contains("except")
         } else {
-            out.stderr.contains("denied the request") && out.stderr.contains(&format!("{rule}"))
+            out.stderr.contains("denied the request") && out.stderr.contains(&rule.to_string())
         };
         anyhow::ensure!(refused_as_expected, "not refused for {rule} (dry run: {dry_run})");
         verdicts.push(out.stderr.lines().filter(|l| l.contains("Error")).count());

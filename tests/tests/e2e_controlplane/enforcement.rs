@@ -22,7 +22,8 @@ pub fn run(world: &mut World, report: &mut Report) -> anyhow::Result<()> {
     let k = world.kubectl.clone();
     let examples = world.repo.join("deploy/examples");
     let three_tier = examples.join("three-tier").display().to_string();
-    let steps: Vec<(&str, Box<dyn Fn(&Kubectl) -> anyhow::Result<()>>)> = vec![
+    type Step<'a> = (&'a str, Box<dyn Fn(&Kubectl) -> anyhow::Result<()>>);
+    let steps: Vec<Step<'_>> = vec![
         ("no policies: every pod reaches every pod", Box::new(|_| Ok(()))),
         (
             // No --dry-run=server of the whole folder first: in a dry run nothing
