@@ -87,7 +87,7 @@ fn policies(namespace: &str, i: usize) -> Vec<NetworkPolicy> {
             namespace,
             "data-in",
             json!({"podSelector": tier("data"), "policyTypes": ["Ingress"],
-                   "ingress": [{"from": [{"podSelector": tier(if i % 10 == 0 { "frontend" } else { "backend" })}],
+                   "ingress": [{"from": [{"podSelector": tier(if i.is_multiple_of(10) { "frontend" } else { "backend" })}],
                                 "ports": [{"protocol": "TCP", "port": 5432}]}]}),
         ),
         np(
@@ -105,7 +105,7 @@ fn policies(namespace: &str, i: usize) -> Vec<NetworkPolicy> {
                                        "podSelector": tier("backend")}], "ports": port}]}),
         ),
     ];
-    if i % 25 == 0 {
+    if i.is_multiple_of(25) {
         out.remove(0);
         out.push(np(
             namespace,
