@@ -125,7 +125,7 @@ async fn audit_once(template: &Arc<TierTemplate>, snapshot: Arc<Snapshot>, metri
     let took = started.elapsed();
     let finished = unix_now();
     metrics.record(found.counts(), found.warnings, finished, took.as_secs_f64());
-    tracing::info!(
+    tracing::debug!(
         namespaces = found.namespaces.len(),
         violating = found.violating().count(),
         violations = found.total(),
@@ -154,6 +154,7 @@ async fn auditor(
     // The last snapshot audited: a new Arc means the state changed (the
     // state sources hand out the same Arc until a watch event).
     let mut last: Option<(Arc<Snapshot>, Instant)> = None;
+    let mut logged: Option<(usize, usize, usize)> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -177,6 +178,22 @@ async fn auditor(
         }
         last = Some((Arc::clone(&snapshot), Instant::now()));
         if let Some(run) = audit_once(&template, snapshot, &metrics).await {
+            // One info line when the result changes, not one a minute.
+            let summary = (
+                run.findings.violating().count(),
+                run.findings.total(),
+                run.findings.warnings,
+            );
+            if logged != Some(summary) {
+                tracing::info!(
+                    namespaces = run.findings.namespaces.len(),
+                    violating = summary.0,
+                    violations = summary.1,
+                    warnings = summary.2,
+                    "audit"
+                );
+                logged = Some(summary);
+            }
             tx.send_replace(Some(run));
         }
     }
