@@ -114,17 +114,23 @@ fn resource_of(snapshot: &Snapshot, key: &ViolationKey) -> Option<ObjectRef> {
 }
 
 /// Audits `snapshot`: every governed namespace of the state (declared, or
-/// implied by a policy) with its violations.
+/// implied by a policy) with its violations; namespaces being deleted are
+/// left out.
 pub fn audit(template: &TierTemplate, snapshot: &Snapshot) -> Findings {
     let StateAudit { violations, warnings } = snapshot.policy.audit_state(template);
     let mut namespaces: BTreeMap<String, Vec<Finding>> = snapshot
         .policy
         .namespaces
         .iter()
-        .filter(|(_, labels)| template.governs(labels))
+        // A namespace being deleted counts as gone: its report could not be
+        // written (the API server refuses new objects there) and goes with it.
+        .filter(|(name, labels)| template.governs(labels) && !snapshot.terminating.contains(*name))
         .map(|(name, _)| (name.clone(), Vec::new()))
         .collect();
     for (namespace, found) in violations {
+        if snapshot.terminating.contains(&namespace) {
+            continue;
+        }
         let findings = found
             .into_iter()
             .map(|v| Finding {
@@ -194,6 +200,19 @@ mod tests {
         assert_eq!(r1.and_then(|f| f.resource.as_ref()).map(|r| r.kind), Some("Namespace"));
         let counts: Vec<_> = findings.counts().collect();
         assert!(counts[0].1.iter().any(|(r, n)| r == "R4" && *n == 1), "{counts:?}");
+    }
+
+    #[test]
+    fn a_terminating_namespace_is_left_out() {
+        let mut leaving = ns("leaving", json!({}));
+        leaving.status = Some(k8s_openapi::api::core::v1::NamespaceStatus {
+            phase: Some("Terminating".into()),
+            ..Default::default()
+        });
+        let snapshot = Snapshot::build([&leaving, &ns("team", json!({}))], []);
+        let findings = audit(&TierTemplate::built_in(), &snapshot);
+        assert_eq!(findings.namespaces.keys().collect::<Vec<_>>(), vec!["team"]);
+        assert!(!findings.namespaces["team"].is_empty());
     }
 
     #[test]

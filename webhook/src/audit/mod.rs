@@ -36,6 +36,9 @@ use self::writer::Reporter;
 use crate::metrics::AuditMetrics;
 use crate::state::{Snapshot, StateSource};
 
+/// The longest wait before retrying failed report writes.
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
 /// Default seconds between audits of an unchanged state.
 pub const DEFAULT_INTERVAL_SECONDS: u64 = 60;
 
@@ -208,6 +211,9 @@ async fn write_reports<S: ReportSink>(
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut retry_at: Option<tokio::time::Instant> = None;
+    // Doubles after each failed reconcile up to MAX_RETRY (a missing RBAC
+    // grant should not fill the log every few seconds), and resets on success.
+    let mut backoff = retry;
     loop {
         let wait_retry = async {
             match retry_at {
@@ -234,13 +240,15 @@ async fn write_reports<S: ReportSink>(
         match reporter.reconcile(&run.findings, run.finished).await {
             Ok(done) => {
                 retry_at = None;
+                backoff = retry;
                 if done.applied + done.deleted > 0 {
                     tracing::info!(applied = done.applied, deleted = done.deleted, "policy reports written");
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_seconds = retry.as_secs_f64(), "policy reports not (all) written");
-                retry_at = Some(tokio::time::Instant::now() + retry);
+                tracing::warn!(error = %e, retry_seconds = backoff.as_secs_f64(), "policy reports not (all) written");
+                retry_at = Some(tokio::time::Instant::now() + backoff);
+                backoff = (backoff * 2).min(MAX_RETRY.max(retry));
             }
         }
     }

@@ -141,18 +141,15 @@ impl ReportSink for KubeReportSink {
         // force: the report is tierguard's alone; a field another manager
         // took over (someone's kubectl edit) is taken back.
         let params = PatchParams::apply(FIELD_MANAGER).force();
+        // A 404 here is not taken for a removed CRD: it is also what a
+        // namespace the watch has not shown as deleted yet answers. The
+        // list at the start of every reconcile tells a removed CRD.
         api.patch(REPORT_NAME, &params, &Patch::Apply(&object))
             .await
             .map(|_| ())
-            .map_err(|source| {
-                if is_not_found(&source) {
-                    SinkError::Gone(kind.api_version())
-                } else {
-                    SinkError::Api {
-                        what: format!("applying {} {namespace}/{REPORT_NAME}", kind.kind()),
-                        source,
-                    }
-                }
+            .map_err(|source| SinkError::Api {
+                what: format!("applying {} {namespace}/{REPORT_NAME}", kind.kind()),
+                source,
             })
     }
 
