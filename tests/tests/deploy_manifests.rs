@@ -747,14 +747,32 @@ fn wanted(watched: &[Watched]) -> Grants {
         .collect()
 }
 
+/// The (group, resource, verb) triples of contract grants.
+fn granted(grants: &[webhook::Grant]) -> Grants {
+    grants
+        .iter()
+        .flat_map(|g| {
+            g.verbs
+                .iter()
+                .map(move |v| (g.group.to_string(), g.resource.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
 #[test]
 fn rbac_grants_exactly_what_the_code_watches() {
     let ms = base();
-    let cases: &[(&str, &str, &[Watched])] = &[
-        ("Deployment", WEBHOOK_DEPLOYMENT, webhook::WATCHED),
-        ("DaemonSet", ENFORCER_DAEMONSET, enforcer::WATCHED),
+    // the webhook also writes what its background audit needs
+    let cases: &[(&str, &str, &[Watched], &[webhook::Grant])] = &[
+        (
+            "Deployment",
+            WEBHOOK_DEPLOYMENT,
+            webhook::WATCHED,
+            webhook::AUDIT_GRANTS,
+        ),
+        ("DaemonSet", ENFORCER_DAEMONSET, enforcer::WATCHED, &[]),
     ];
-    for (kind, workload, watched) in cases {
+    for (kind, workload, watched, writes) in cases {
         let spec = match *kind {
             "Deployment" => pod_spec_of_deployment(&ms),
             _ => pod_spec_of_daemonset(&ms, workload),
@@ -765,7 +783,8 @@ fn rbac_grants_exactly_what_the_code_watches() {
             .unwrap_or_else(|| panic!("{workload} names its ServiceAccount"));
         assert!(find(&ms, "ServiceAccount", &sa).is_some(), "ServiceAccount {sa}");
         let have = grants_of(&ms, &sa);
-        let want = wanted(watched);
+        let mut want = wanted(watched);
+        want.extend(granted(writes));
         let extra: Vec<_> = have.difference(&want).collect();
         let missing: Vec<_> = want.difference(&have).collect();
         assert!(
@@ -773,17 +792,29 @@ fn rbac_grants_exactly_what_the_code_watches() {
             "{workload} ({sa}): extra grants {extra:?}, missing grants {missing:?}"
         );
     }
-    // nothing in deploy/ grants a write verb or a wildcard to anyone
+    // nothing in deploy/ grants a write verb or a wildcard to anyone, but
+    // the audit's writes: its reports by a ClusterRole, its Lease by a Role
+    // in tierguard-system only
     for m in of_kind(&ms, "ClusterRole").chain(of_kind(&ms, "Role")) {
         let rules: Vec<PolicyRule> = serde_json::from_value(m.value.get("rules").cloned().unwrap_or_default())
             .unwrap_or_else(|e| panic!("{}: {e}", m.locator()));
+        let audit_writes = granted(
+            &webhook::AUDIT_GRANTS
+                .iter()
+                .filter(|g| g.in_own_namespace == (m.kind() == "Role"))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
         for (g, r, v) in expand(&rules, m.name()) {
             assert!(
-                REFLECTOR_VERBS.contains(&v.as_str()),
+                REFLECTOR_VERBS.contains(&v.as_str()) || audit_writes.contains(&(g.clone(), r.clone(), v.clone())),
                 "{}: verb {v} on {g}/{r}",
                 m.locator()
             );
             assert!(g != "*" && r != "*", "{}: wildcard", m.locator());
+        }
+        if m.kind() == "Role" {
+            assert_eq!(m.namespace(), Some(webhook::NAMESPACE), "{}", m.locator());
         }
     }
 }
@@ -1080,6 +1111,8 @@ const BASE_KINDS: &[&str] = &[
     "Namespace",
     "NetworkPolicy",
     "PodDisruptionBudget",
+    "Role",
+    "RoleBinding",
     "Service",
     "ServiceAccount",
     "ValidatingWebhookConfiguration",

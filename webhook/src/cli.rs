@@ -31,6 +31,9 @@ pub enum LogFormat {
 }
 
 /// Subcommands.
+// Parsed once at start-up, so the size of `Serve` costs nothing; boxing it
+// would change what callers (the deployment tests) match on.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the validating and mutating webhook over HTTPS.
@@ -112,9 +115,41 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = crate::overlay::DEFAULT_EXPIRY.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub overlay_expiry_seconds: u64,
+    /// run the background audit: every violation of the current state as
+    /// metrics and, where the cluster serves a report API, policy reports
+    /// (`--audit=false` turns it off)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "TIERGUARD_AUDIT")]
+    pub audit: bool,
+    /// seconds between audits of an unchanged state (a changed state is
+    /// audited within a second)
+    #[arg(long, default_value_t = crate::audit::DEFAULT_INTERVAL_SECONDS, env = "TIERGUARD_AUDIT_INTERVAL_SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_interval_seconds: u64,
+    /// namespace of the Lease that elects the replica writing the reports
+    #[arg(long, default_value = contract::NAMESPACE, env = "POD_NAMESPACE")]
+    pub audit_lease_namespace: String,
+    /// this replica's name in the Lease (default: the host name, which is the Pod's name)
+    #[arg(long, env = "POD_NAME")]
+    pub audit_identity: Option<String>,
 }
 
 impl ServeArgs {
+    /// The replica's identity for the audit Lease: `--audit-identity`, else
+    /// the host name, else one made from the process id (unique enough on one host).
+    pub fn identity(&self) -> String {
+        self.audit_identity
+            .clone()
+            .filter(|i| !i.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| format!("tierguard-webhook-{}", std::process::id()))
+    }
+
     /// The connection limits the flags ask for.
     pub fn connection_limits(&self) -> ConnectionLimits {
         ConnectionLimits {
@@ -184,8 +219,28 @@ mod tests {
         assert_eq!(args.drain_seconds, 5);
         assert_eq!(args.connection_limits(), ConnectionLimits::default());
         assert_eq!(args.overlay_expiry_seconds, 15);
+        assert!(args.audit);
+        assert_eq!(args.audit_interval_seconds, 60);
         assert!(Cli::try_parse_from(["tierguard-webhook", "serve", "--overlay-expiry-seconds", "0"]).is_err());
         assert!(Cli::try_parse_from(["tierguard-webhook", "serve", "--tls-cert", "a"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn audit_flags_turn_it_off_and_refuse_a_zero_interval() -> Result<(), clap::Error> {
+        let parse = |extra: &[&str]| -> Result<ServeArgs, clap::Error> {
+            let cli = Cli::try_parse_from(["tierguard-webhook", "serve"].iter().chain(extra))?;
+            match cli.command {
+                Command::Serve(args) => Ok(args),
+                Command::Check(_) => panic!("serve expected"),
+            }
+        };
+        assert!(!parse(&["--audit=false"])?.audit);
+        assert!(parse(&["--audit", "true"])?.audit);
+        let args = parse(&["--audit-interval-seconds", "5", "--audit-identity", "pod-a"])?;
+        assert_eq!((args.audit_interval_seconds, args.identity()), (5, "pod-a".to_string()));
+        assert!(parse(&["--audit-interval-seconds", "0"]).is_err());
+        assert!(!parse(&[])?.identity().is_empty());
         Ok(())
     }
 

@@ -34,3 +34,41 @@ pub const WATCHED: &[Watched] = &[
         resource: "namespaces",
     },
 ];
+
+/// One permission the webhook needs beyond its reflectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// API group
+    pub group: &'static str,
+    /// resource (plural)
+    pub resource: &'static str,
+    /// verbs
+    pub verbs: &'static [&'static str],
+    /// granted by a Role in [`NAMESPACE`] (else by a ClusterRole, in every namespace)
+    pub in_own_namespace: bool,
+}
+
+/// What the background audit writes: its reports (in whichever governed
+/// namespace has violations, so cluster-wide: listed by label, created and
+/// updated by server-side apply, deleted when compliant) and the Lease
+/// electing the one replica that writes them (in the webhook's namespace).
+pub const AUDIT_GRANTS: &[Grant] = &[
+    Grant {
+        group: "openreports.io",
+        resource: "reports",
+        verbs: &["list", "create", "patch", "delete"],
+        in_own_namespace: false,
+    },
+    Grant {
+        group: "wgpolicyk8s.io",
+        resource: "policyreports",
+        verbs: &["list", "create", "patch", "delete"],
+        in_own_namespace: false,
+    },
+    Grant {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "create", "update"],
+        in_own_namespace: true,
+    },
+];

@@ -7,8 +7,10 @@
 //! - [`state`]: the cluster view, from reflectors or from manifest files.
 //! - [`overlay`]: admitted changes not yet in that view, and per-namespace turns.
 //! - [`check`]: the same rules over manifest files, for CI.
+//! - [`audit`]: the background audit of the current state: metrics and policy reports.
 
 pub mod admission;
+pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod connection;

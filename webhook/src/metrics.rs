@@ -1,11 +1,16 @@
 //! Prometheus metrics: requests by kind, operation and verdict; request
 //! latency; the serving certificate's expiry; refused certificate reloads;
 //! open, refused and timed-out connections; the per-namespace review lock
-//! and the overlay of admitted changes.
+//! and the overlay of admitted changes; the background audit's findings
+//! ([`AuditMetrics`], under `tierguard_audit_`).
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -103,6 +108,7 @@ pub struct Metrics {
     refused_connections: Counter,
     timeouts: Family<TimeoutLabels, Counter>,
     overlay: OverlayMetrics,
+    audit: AuditMetrics,
 }
 
 /// The metrics of the per-namespace review lock and of the overlay of
@@ -138,7 +144,10 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("tierguard_webhook");
+        // The root has no prefix so that the audit's series are
+        // `tierguard_audit_*` (as documented) next to `tierguard_webhook_*`.
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("tierguard_webhook");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let cert_expiry = Gauge::default();
@@ -201,8 +210,10 @@ impl Metrics {
             "Admitted changes dropped from the overlay after its expiry without the watch showing them",
             overlay.expired.clone(),
         );
+        let audit = AuditMetrics::default();
+        audit.register(root.sub_registry_with_prefix("tierguard_audit"));
         Metrics {
-            registry,
+            registry: root,
             requests,
             latency,
             cert_expiry,
@@ -211,7 +222,13 @@ impl Metrics {
             refused_connections,
             timeouts,
             overlay,
+            audit,
         }
+    }
+
+    /// The audit's metrics, for the audit loop and the report writer.
+    pub fn audit(&self) -> AuditMetrics {
+        self.audit.clone()
     }
 
     /// The lock and overlay metrics, for the admission handler.
@@ -290,6 +307,189 @@ impl Metrics {
     }
 }
 
+/// Labels of the per-namespace violation gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct NamespaceRuleLabels {
+    /// the governed namespace
+    pub namespace: String,
+    /// `R1`..`R4`
+    pub rule: String,
+}
+
+/// Labels of the namespace count gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComplianceLabels {
+    /// `compliant` or `violating`
+    pub state: String,
+}
+
+/// Labels of the report write counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReportOpLabels {
+    /// `apply`, `delete` or `error`
+    pub op: String,
+}
+
+/// The background audit's metrics (handles: clones update the same series).
+#[derive(Clone, Debug)]
+pub struct AuditMetrics {
+    violations: Family<NamespaceRuleLabels, Gauge>,
+    /// the (namespace, rule) series set by the last audit, so the next one
+    /// removes those that are gone and cardinality stays bounded by the
+    /// violating namespaces times the rules
+    series: Arc<Mutex<BTreeSet<NamespaceRuleLabels>>>,
+    namespaces: Family<ComplianceLabels, Gauge>,
+    warnings: Gauge,
+    last_timestamp: Gauge<f64, AtomicU64>,
+    last_duration: Gauge<f64, AtomicU64>,
+    runs: Counter,
+    leader: Gauge,
+    report_writes: Family<ReportOpLabels, Counter>,
+}
+
+impl Default for AuditMetrics {
+    /// Handles registered nowhere (for an audit outside a server).
+    fn default() -> Self {
+        let namespaces = Family::<ComplianceLabels, Gauge>::default();
+        // both series exist from the start, so `compliant + violating` works at once
+        for state in ["compliant", "violating"] {
+            let _ = namespaces.get_or_create(&ComplianceLabels {
+                state: state.to_string(),
+            });
+        }
+        let report_writes = Family::<ReportOpLabels, Counter>::default();
+        for op in ["apply", "delete", "error"] {
+            let _ = report_writes.get_or_create(&ReportOpLabels { op: op.to_string() });
+        }
+        AuditMetrics {
+            violations: Family::default(),
+            series: Arc::new(Mutex::new(BTreeSet::new())),
+            namespaces,
+            warnings: Gauge::default(),
+            last_timestamp: Gauge::default(),
+            last_duration: Gauge::default(),
+            runs: Counter::default(),
+            leader: Gauge::default(),
+            report_writes,
+        }
+    }
+}
+
+impl AuditMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "violations",
+            "Violations of the current state by governed namespace and rule (namespaces without any have no series)",
+            self.violations.clone(),
+        );
+        registry.register(
+            "namespaces",
+            "Governed namespaces by whether the last audit found violations in them",
+            self.namespaces.clone(),
+        );
+        registry.register(
+            "warnings",
+            "Structure (R4) problems of policies in ungoverned namespaces, found by the last audit",
+            self.warnings.clone(),
+        );
+        registry.register(
+            "last_run_timestamp_seconds",
+            "When the last audit finished (Unix time)",
+            self.last_timestamp.clone(),
+        );
+        registry.register(
+            "last_run_duration_seconds",
+            "How long the last audit took",
+            self.last_duration.clone(),
+        );
+        registry.register("runs", "Audits run", self.runs.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the audit Lease and writes the policy reports",
+            self.leader.clone(),
+        );
+        registry.register(
+            "report_writes",
+            "Policy report writes by operation (apply, delete) and failed writes (error)",
+            self.report_writes.clone(),
+        );
+    }
+
+    /// Publishes one audit: `counts` holds, for every governed namespace,
+    /// its violations per rule (empty for a compliant namespace).
+    pub fn record<'a>(
+        &self,
+        counts: impl IntoIterator<Item = (&'a str, Vec<(String, i64)>)>,
+        warnings: usize,
+        finished_unix: f64,
+        seconds: f64,
+    ) {
+        let (mut compliant, mut violating) = (0_i64, 0_i64);
+        let mut now = BTreeSet::new();
+        for (namespace, rules) in counts {
+            let mut any = false;
+            for (rule, n) in rules.into_iter().filter(|(_, n)| *n > 0) {
+                any = true;
+                let labels = NamespaceRuleLabels {
+                    namespace: namespace.to_string(),
+                    rule,
+                };
+                self.violations.get_or_create(&labels).set(n);
+                now.insert(labels);
+            }
+            if any {
+                violating += 1;
+            } else {
+                compliant += 1;
+            }
+        }
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        for gone in series.difference(&now) {
+            self.violations.remove(gone);
+        }
+        *series = now;
+        drop(series);
+        self.namespaces
+            .get_or_create(&ComplianceLabels {
+                state: "compliant".to_string(),
+            })
+            .set(compliant);
+        self.namespaces
+            .get_or_create(&ComplianceLabels {
+                state: "violating".to_string(),
+            })
+            .set(violating);
+        self.warnings.set(i64::try_from(warnings).unwrap_or(i64::MAX));
+        self.last_timestamp.set(finished_unix);
+        self.last_duration.set(seconds);
+        self.runs.inc();
+    }
+
+    /// Sets whether this replica leads.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// Counts a report write: `apply`, `delete` or `error`.
+    pub fn report_write(&self, op: &str) {
+        self.report_writes
+            .get_or_create(&ReportOpLabels { op: op.to_string() })
+            .inc();
+    }
+
+    /// Report writes of one operation so far.
+    pub fn report_writes(&self, op: &str) -> u64 {
+        self.report_writes
+            .get_or_create(&ReportOpLabels { op: op.to_string() })
+            .get()
+    }
+
+    /// Audits run so far.
+    pub fn runs(&self) -> u64 {
+        self.runs.get()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +559,59 @@ mod tests {
         );
         assert!(text.contains("tierguard_webhook_overlay_entries 3"), "{text}");
         assert!(text.contains("tierguard_webhook_overlay_expired_total 1"), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn audit_series_of_compliant_and_gone_namespaces_are_removed() -> Result<(), std::fmt::Error> {
+        let m = Metrics::new();
+        let audit = m.audit();
+        let r = |pairs: &[(&str, i64)]| pairs.iter().map(|(r, n)| (r.to_string(), *n)).collect::<Vec<_>>();
+        audit.record(
+            [("a", r(&[("R1", 2), ("R3", 1)])), ("b", r(&[("R2", 1)])), ("c", r(&[]))],
+            1,
+            1_700_000_000.5,
+            0.25,
+        );
+        let text = m.encode()?;
+        for line in [
+            r#"tierguard_audit_violations{namespace="a",rule="R1"} 2"#,
+            r#"tierguard_audit_violations{namespace="a",rule="R3"} 1"#,
+            r#"tierguard_audit_violations{namespace="b",rule="R2"} 1"#,
+            r#"tierguard_audit_namespaces{state="compliant"} 1"#,
+            r#"tierguard_audit_namespaces{state="violating"} 2"#,
+            "tierguard_audit_warnings 1",
+            "tierguard_audit_last_run_timestamp_seconds 1700000000.5",
+            "tierguard_audit_last_run_duration_seconds 0.25",
+            "tierguard_audit_runs_total 1",
+            // the webhook's own series keep their prefix
+            "tierguard_webhook_overlay_entries 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
+        // a fixed, b gone, a's R3 fixed
+        audit.record(
+            [("a", r(&[("R1", 1), ("R3", 0)])), ("c", r(&[]))],
+            0,
+            1_700_000_060.0,
+            0.5,
+        );
+        let text = m.encode()?;
+        assert!(
+            text.contains(r#"tierguard_audit_violations{namespace="a",rule="R1"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"namespace="b""#), "{text}");
+        assert!(!text.contains(r#"rule="R3""#), "{text}");
+        assert!(
+            text.contains(r#"tierguard_audit_namespaces{state="compliant"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tierguard_audit_namespaces{state="violating"} 1"#),
+            "{text}"
+        );
+        assert_eq!(audit.runs(), 2);
         Ok(())
     }
 }

@@ -12,6 +12,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::admission::Admission;
+use crate::audit::lease::LeaseConfig;
+use crate::audit::{Audit, AuditOptions, ReportOptions};
 use crate::cli::ServeArgs;
 use crate::limits::ConnectionLimits;
 use crate::metrics::Metrics;
@@ -78,6 +80,7 @@ pub struct Running {
     server: JoinHandle<()>,
     cert_watch: JoinHandle<()>,
     overlay_sweep: JoinHandle<()>,
+    audit: Option<Audit>,
 }
 
 impl std::fmt::Debug for Running {
@@ -91,8 +94,17 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     start_with(options, OverlayOptions::default()).await
 }
 
-/// Binds and starts serving.
+/// Binds and starts serving, without the background audit.
 pub async fn start_with(options: Options, overlay_options: OverlayOptions) -> anyhow::Result<Running> {
+    start_with_audit(options, overlay_options, None).await
+}
+
+/// Binds and starts serving, and the background audit when `audit` is set.
+pub async fn start_with_audit(
+    options: Options,
+    overlay_options: OverlayOptions,
+    audit: Option<AuditOptions>,
+) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let cert = Arc::new(CertReloader::new(
         options.cert,
@@ -112,11 +124,9 @@ pub async fn start_with(options: Options, overlay_options: OverlayOptions) -> an
         metrics.overlay(),
     ));
     let overlay_sweep = Arc::clone(&overlay).spawn_sweeper(Arc::clone(&options.state), OVERLAY_SWEEP);
-    let admission = Arc::new(Admission::with_overlay(
-        Arc::new(options.template),
-        options.state,
-        overlay,
-    ));
+    let template = Arc::new(options.template);
+    let audit = audit.map(|a| Audit::start(Arc::clone(&template), Arc::clone(&options.state), metrics.audit(), a));
+    let admission = Arc::new(Admission::with_overlay(template, options.state, overlay));
     readiness.template_loaded();
     let tls_config = Arc::new(tls::server_config(cert.resolver()).context("building the TLS configuration")?);
     let (listener, local_addr) = server::bind(options.listen)
@@ -153,12 +163,24 @@ pub async fn start_with(options: Options, overlay_options: OverlayOptions) -> an
         server,
         cert_watch,
         overlay_sweep,
+        audit,
     })
 }
 
 impl Running {
-    /// Drains, stops accepting, waits for in-flight requests.
+    /// The background audit, when it runs.
+    pub fn audit(&self) -> Option<&Audit> {
+        self.audit.as_ref()
+    }
+
+    /// Drains, stops accepting, waits for in-flight requests; stops the
+    /// audit and releases its Lease.
     pub async fn shutdown(self) {
+        if let Some(audit) = self.audit {
+            // First, so that the other replica takes over the reports while
+            // this one drains.
+            audit.stop().await;
+        }
         let _ = self.stop.send(());
         if let Err(e) = self.server.await {
             tracing::error!(error = %e, "server task failed");
@@ -180,12 +202,15 @@ async fn signal() -> anyhow::Result<&'static str> {
 /// Runs `serve` until SIGTERM or SIGINT.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let limits = args.connection_limits();
+    let identity = args.identity();
     let template = template::load(args.template.as_deref())?;
+    let mut client = None;
     let state: Arc<dyn StateSource> = if args.state.is_empty() {
-        let client = kube::Client::try_default()
+        let c = kube::Client::try_default()
             .await
             .context("connecting to the cluster (use --state PATH to run without one)")?;
-        KubeState::start(client)?
+        client = Some(c.clone());
+        KubeState::start(c)?
     } else {
         let state = FileState::read(&args.state).context("reading --state manifests")?;
         let snapshot = state.snapshot();
@@ -228,7 +253,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let overlay_options = OverlayOptions {
         expiry: Duration::from_secs(args.overlay_expiry_seconds),
     };
-    let running = start_with(options, overlay_options).await?;
+    let audit = args.audit.then(|| AuditOptions {
+        interval: Duration::from_secs(args.audit_interval_seconds),
+        min_interval: Duration::from_secs(1),
+        // With --state there is no cluster to write reports to: metrics only.
+        reports: client.map(|client| ReportOptions {
+            client,
+            lease: LeaseConfig::new(&args.audit_lease_namespace, &identity),
+            rediscover: Duration::from_secs(args.audit_interval_seconds),
+            retry: Duration::from_secs(5),
+        }),
+    });
+    if !args.audit {
+        tracing::info!("background audit off (--audit=false)");
+    }
+    let running = start_with_audit(options, overlay_options, audit).await?;
     let which = signal().await?;
     tracing::info!(signal = which, "shutting down");
     running.shutdown().await;

@@ -17,6 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admission;
+mod audit;
 mod cluster;
 mod enforcement;
 mod report;
@@ -54,6 +55,7 @@ fn run(env: &setup::Environment, report: &mut Report) -> anyhow::Result<()> {
         admission::run(&mut world, report)?;
         enforcement::run(&mut world, report)?;
         admission::rotation(&mut world, report)?;
+        audit::run(&mut world, report)?;
         Ok(())
     })();
     if result.is_err() || report.failed() > 0 {
