@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
 use tierguard::cluster::{Cluster, ContainerPort, NamespaceInfo, PodInfo};
+use tierguard::engine::AddressFamily;
 use tierguard::labels::{self, Labels};
 use tierguard::policy::{Policy, PolicyId, Protocol};
 use tierguard::template::parse_proto_port;
@@ -31,8 +32,10 @@ pub struct CaseError {
 pub struct NodeSpec {
     /// name
     pub name: String,
-    /// the node's own address
+    /// the node's own address (the first of `ips`)
     pub ip: IpAddr,
+    /// every address of the node (dual stack: one per family)
+    pub ips: Vec<IpAddr>,
 }
 
 /// One expected matrix for one probe.
@@ -42,6 +45,8 @@ pub struct Expectation {
     pub protocol: Protocol,
     /// numeric destination port
     pub port: u16,
+    /// the address family the client connects over (`family: IPv6`; IPv4 by default)
+    pub family: AddressFamily,
     /// the expected matrix
     pub matrix: Matrix,
 }
@@ -102,6 +107,9 @@ struct RawCase {
     name: String,
     #[serde(default)]
     description: String,
+    /// the standard cluster with an IPv6 address beside every IPv4 one
+    #[serde(default, rename = "dualStack")]
+    dual_stack: bool,
     cluster: Option<RawCluster>,
     steps: Vec<RawStep>,
 }
@@ -120,7 +128,8 @@ struct RawCluster {
 #[serde(deny_unknown_fields)]
 struct RawNode {
     name: String,
-    ip: String,
+    ip: Option<String>,
+    ips: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -137,8 +146,10 @@ struct RawPod {
     namespace: String,
     name: String,
     node: Option<String>,
-    /// required, except on a host-network pod (whose address is its node's)
+    /// required (or `ips`), except on a host-network pod (whose addresses are its node's)
     ip: Option<String>,
+    /// dual stack: one address per family
+    ips: Option<Vec<String>>,
     /// a host-network pod: its node's address, no network namespace of its own
     #[serde(default)]
     host_network: bool,
@@ -196,6 +207,7 @@ struct RawPodLabels {
 #[serde(deny_unknown_fields)]
 struct RawExpect {
     probe: String,
+    family: Option<String>,
     matrix: String,
 }
 
@@ -233,10 +245,31 @@ pub fn standard_cluster() -> (Vec<NodeSpec>, Cluster) {
             });
         }
     }
+    let ip = IpAddr::from([10, 244, 0, 1]);
     let nodes = vec![NodeSpec {
         name: STANDARD_NODE.into(),
-        ip: IpAddr::from([10, 244, 0, 1]),
+        ip,
+        ips: vec![ip],
     }];
+    (nodes, cluster)
+}
+
+/// The standard cluster with `dualStack: true`: every pod also has
+/// `fd00:10:244:<n>::<10+m>` (same n and m as its IPv4 address), node-1 also
+/// `fd00:10:244::1`.
+pub fn standard_dual_stack_cluster() -> (Vec<NodeSpec>, Cluster) {
+    let (mut nodes, mut cluster) = standard_cluster();
+    for (n, ns) in ["x", "y", "z"].into_iter().enumerate() {
+        for (m, pod) in ["a", "b", "c"].into_iter().enumerate() {
+            let text = format!("fd00:10:244:{}::{}", n + 1, 10 + m);
+            if let (Some(pod), Ok(ip)) = (cluster.pod_mut(ns, pod), text.parse::<IpAddr>()) {
+                pod.ips.push(ip);
+            }
+        }
+    }
+    for node in &mut nodes {
+        node.ips.extend("fd00:10:244::1".parse::<IpAddr>());
+    }
     (nodes, cluster)
 }
 
@@ -266,6 +299,34 @@ impl Ctx<'_> {
         text.parse()
             .map_err(|_| self.err(field, format!("{text:?} is not an IP address")))
     }
+
+    /// `ip:` or `ips:` (one address per family); `None` when neither is given.
+    fn addresses(
+        &self,
+        ip: Option<&str>,
+        ips: Option<&[String]>,
+        field: &str,
+    ) -> Result<Option<Vec<IpAddr>>, CaseError> {
+        match (ip, ips) {
+            (Some(_), Some(_)) => Err(self.err(format!("{field}.ips"), "give ip or ips, not both")),
+            (None, None) => Ok(None),
+            (Some(text), None) => Ok(Some(vec![self.ip(text, &format!("{field}.ip"))?])),
+            (None, Some(list)) => {
+                if list.is_empty() {
+                    return Err(self.err(format!("{field}.ips"), "must not be empty"));
+                }
+                let mut out: Vec<IpAddr> = Vec::new();
+                for (i, text) in list.iter().enumerate() {
+                    let ip = self.ip(text, &format!("{field}.ips[{i}]"))?;
+                    if out.iter().any(|o| o.is_ipv6() == ip.is_ipv6()) {
+                        return Err(self.err(format!("{field}.ips[{i}]"), format!("{ip}: one address per family")));
+                    }
+                    out.push(ip);
+                }
+                Ok(Some(out))
+            }
+        }
+    }
 }
 
 /// Parses and validates one case file's text.
@@ -288,8 +349,9 @@ pub fn parse_case(text: &str, file: &str) -> Result<Case, CaseError> {
         return Err(ctx.err("name", "must not be empty"));
     }
     let (nodes, initial) = match raw.cluster {
+        None if raw.dual_stack => standard_dual_stack_cluster(),
         None => standard_cluster(),
-        Some(c) => custom_cluster(c, &ctx)?,
+        Some(c) => custom_cluster(c, raw.dual_stack, &ctx)?,
     };
     // Steps are replayed on a copy so that each is checked against the state it meets.
     let mut cluster = initial.clone();
@@ -308,20 +370,25 @@ pub fn parse_case(text: &str, file: &str) -> Result<Case, CaseError> {
     })
 }
 
-fn custom_cluster(raw: RawCluster, ctx: &Ctx<'_>) -> Result<(Vec<NodeSpec>, Cluster), CaseError> {
+fn custom_cluster(raw: RawCluster, dual_stack: bool, ctx: &Ctx<'_>) -> Result<(Vec<NodeSpec>, Cluster), CaseError> {
     let nodes = match raw.nodes {
+        None if dual_stack => standard_dual_stack_cluster().0,
         None => standard_cluster().0,
         Some(list) => {
             let mut nodes = Vec::new();
             for (i, n) in list.into_iter().enumerate() {
-                let ip = ctx.ip(&n.ip, &format!("cluster.nodes[{i}].ip"))?;
+                let field = format!("cluster.nodes[{i}]");
+                let ips = ctx
+                    .addresses(n.ip.as_deref(), n.ips.as_deref(), &field)?
+                    .ok_or_else(|| ctx.err(format!("{field}.ip"), "is required (or ips)"))?;
+                let ip = ips[0];
                 if nodes.iter().any(|x: &NodeSpec| x.name == n.name) {
                     return Err(ctx.err(
                         format!("cluster.nodes[{i}].name"),
                         format!("node {} appears twice", n.name),
                     ));
                 }
-                nodes.push(NodeSpec { name: n.name, ip });
+                nodes.push(NodeSpec { name: n.name, ip, ips });
             }
             nodes
         }
@@ -352,15 +419,22 @@ fn custom_cluster(raw: RawCluster, ctx: &Ctx<'_>) -> Result<(Vec<NodeSpec>, Clus
         if !nodes.iter().any(|n| n.name == node) {
             return Err(ctx.err(format!("{field}.node"), format!("node {node} is not in cluster.nodes")));
         }
-        let node_ip = nodes.iter().find(|n| n.name == node).map(|n| n.ip);
-        let ip = match (&p.ip, p.host_network, node_ip) {
-            (Some(text), _, _) => ctx.ip(text, &format!("{field}.ip"))?,
-            (None, true, Some(node_ip)) => node_ip,
-            (None, _, _) => return Err(ctx.err(format!("{field}.ip"), "is required")),
+        let node_ips: Vec<IpAddr> = nodes
+            .iter()
+            .find(|n| n.name == node)
+            .map(|n| n.ips.clone())
+            .unwrap_or_default();
+        let ips = match (
+            ctx.addresses(p.ip.as_deref(), p.ips.as_deref(), &field)?,
+            p.host_network,
+        ) {
+            (Some(ips), _) => ips,
+            (None, true) => node_ips.clone(),
+            (None, false) => return Err(ctx.err(format!("{field}.ip"), "is required (or ips)")),
         };
         let key = format!("{}/{}", p.namespace, p.name);
         if p.host_network {
-            if Some(ip) != node_ip {
+            if let Some(ip) = ips.iter().find(|ip| !node_ips.contains(ip)) {
                 return Err(ctx.err(
                     format!("{field}.ip"),
                     format!("{ip}: a hostNetwork pod has its node's address ({node})"),
@@ -374,13 +448,18 @@ fn custom_cluster(raw: RawCluster, ctx: &Ctx<'_>) -> Result<(Vec<NodeSpec>, Clus
                     ),
                 ));
             }
-        } else if let Some(other) = seen_ips.insert(ip, key) {
-            return Err(ctx.err(format!("{field}.ip"), format!("{ip} is already the IP of {other}")));
-        } else if Some(ip) == node_ip {
-            return Err(ctx.err(
-                format!("{field}.ip"),
-                format!("{ip} is the address of node {node}: only a hostNetwork pod has it"),
-            ));
+        } else {
+            for ip in &ips {
+                if let Some(other) = seen_ips.insert(*ip, key.clone()) {
+                    return Err(ctx.err(format!("{field}.ip"), format!("{ip} is already the IP of {other}")));
+                }
+                if node_ips.contains(ip) {
+                    return Err(ctx.err(
+                        format!("{field}.ip"),
+                        format!("{ip} is the address of node {node}: only a hostNetwork pod has it"),
+                    ));
+                }
+            }
         }
         ctx.labels(&p.labels, &format!("{field}.labels"))?;
         let mut ports = Vec::new();
@@ -410,7 +489,7 @@ fn custom_cluster(raw: RawCluster, ctx: &Ctx<'_>) -> Result<(Vec<NodeSpec>, Clus
             namespace: p.namespace,
             name: p.name,
             labels: p.labels,
-            ips: vec![ip],
+            ips,
             node: Some(node),
             ports,
             host_network: p.host_network,
@@ -486,8 +565,35 @@ fn parse_step(raw: RawStep, i: usize, cluster: &Cluster, ctx: &Ctx<'_>) -> Resul
                 format!("{:?} is not PROTOCOL/PORT (e.g. TCP/80, UDP/53, SCTP/80)", e.probe),
             )
         })?;
+        let family = match e.family.as_deref() {
+            None | Some("IPv4") => AddressFamily::IPv4,
+            Some("IPv6") => AddressFamily::IPv6,
+            Some(other) => {
+                return Err(ctx.err(format!("{field}.family"), format!("{other:?} is not IPv4 or IPv6")));
+            }
+        };
         let matrix = Matrix::parse(&e.matrix, &known).map_err(|m| ctx.err(format!("{field}.matrix"), m.to_string()))?;
-        step.expect.push(Expectation { protocol, port, matrix });
+        let without = matrix
+            .columns
+            .iter()
+            .chain(matrix.rows.iter().map(|(r, _)| r))
+            .find(|key| {
+                key.split_once('/')
+                    .and_then(|(ns, name)| cluster.pod(ns, name))
+                    .is_some_and(|pod| !pod.ips.iter().any(|ip| family.has(ip)))
+            });
+        if let Some(pod) = without {
+            return Err(ctx.err(
+                format!("{field}.family"),
+                format!("pod {pod} has no {family:?} address"),
+            ));
+        }
+        step.expect.push(Expectation {
+            protocol,
+            port,
+            family,
+            matrix,
+        });
     }
     Ok(step)
 }

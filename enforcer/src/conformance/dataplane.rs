@@ -1,6 +1,7 @@
 //! The data planes a case can run on.
 
 use tierguard::Cluster;
+use tierguard::engine::AddressFamily;
 use tierguard::policy::Protocol;
 
 use super::case::NodeSpec;
@@ -42,6 +43,20 @@ pub trait DataPlane {
     fn apply(&mut self, cluster: &Cluster) -> anyhow::Result<()>;
     /// Runs the probes, returning one outcome per probe, in order.
     fn probe(&mut self, cluster: &Cluster, probes: &[Probe]) -> anyhow::Result<Vec<Outcome>>;
+    /// Runs the probes over one address family (the client connects to the
+    /// server's address of that family). By default IPv4 is [`DataPlane::probe`]
+    /// and IPv6 probes are skipped (checked on the model only).
+    fn probe_over(
+        &mut self,
+        cluster: &Cluster,
+        probes: &[Probe],
+        family: AddressFamily,
+    ) -> anyhow::Result<Vec<Outcome>> {
+        match family {
+            AddressFamily::IPv4 => self.probe(cluster, probes),
+            AddressFamily::IPv6 => Ok(vec![Outcome::Skipped; probes.len()]),
+        }
+    }
     /// Tears everything down; called even when a step failed.
     fn finish(&mut self) -> anyhow::Result<()>;
 }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use tierguard::Cluster;
+use tierguard::engine::AddressFamily;
 
 use super::case::{Case, CaseError, parse_case};
 use super::dataplane::{DataPlane, Outcome, Probe};
@@ -92,7 +93,8 @@ pub fn run_case(case: &Case, dataplane: &mut dyn DataPlane) -> CaseReport {
                     port: expectation.port,
                 })
                 .collect();
-            let outcomes = match dataplane.probe(&cluster, &probes) {
+            let family = expectation.family;
+            let outcomes = match dataplane.probe_over(&cluster, &probes, family) {
                 Ok(o) if o.len() == probes.len() => o,
                 Ok(o) => {
                     report.failures.push(format!(
@@ -113,7 +115,7 @@ pub fn run_case(case: &Case, dataplane: &mut dyn DataPlane) -> CaseReport {
                 }
             };
             for ((probe, (_, _, expected)), outcome) in probes.iter().zip(&cells).zip(outcomes) {
-                check_cell(&cluster, probe, *expected, outcome, n, &mut report);
+                check_cell(&cluster, probe, family, *expected, outcome, n, &mut report);
             }
         }
     }
@@ -126,6 +128,7 @@ pub fn run_case(case: &Case, dataplane: &mut dyn DataPlane) -> CaseReport {
 fn check_cell(
     cluster: &Cluster,
     probe: &Probe,
+    family: AddressFamily,
     expected: Cell,
     outcome: Outcome,
     step: usize,
@@ -135,13 +138,15 @@ fn check_cell(
         Outcome::Reachable | Outcome::Blocked => cell_of(outcome),
         // A probe the data plane cannot run is still held against the model,
         // and is counted as skipped, never as passed.
-        Outcome::Skipped => match model::verdict(cluster, probe) {
+        Outcome::Skipped => match model::verdict_over(cluster, probe, family) {
             Some(v) if cell_of_verdict(&v) == expected => {
                 report.skipped += 1;
                 return;
             }
             _ => {
-                report.failures.push(failure(cluster, probe, expected, None, step));
+                report
+                    .failures
+                    .push(failure(cluster, probe, family, expected, None, step));
                 return;
             }
         },
@@ -149,7 +154,9 @@ fn check_cell(
     if got == expected {
         report.matched += 1;
     } else {
-        report.failures.push(failure(cluster, probe, expected, Some(got), step));
+        report
+            .failures
+            .push(failure(cluster, probe, family, expected, Some(got), step));
     }
 }
 
@@ -163,11 +170,22 @@ fn cell_of_verdict(verdict: &tierguard::Verdict) -> Cell {
 
 /// The line for a wrong cell, with the model's explanation; `got` is `None`
 /// when the data plane skipped the probe and the model itself disagrees.
-fn failure(cluster: &Cluster, probe: &Probe, expected: Cell, got: Option<Cell>, step: usize) -> String {
-    let verdict = model::verdict(cluster, probe);
+fn failure(
+    cluster: &Cluster,
+    probe: &Probe,
+    family: AddressFamily,
+    expected: Cell,
+    got: Option<Cell>,
+    step: usize,
+) -> String {
+    let verdict = model::verdict_over(cluster, probe, family);
     let why = verdict.as_ref().map(|v| format!(" (model: {v})")).unwrap_or_default();
+    let over = match family {
+        AddressFamily::IPv4 => "",
+        AddressFamily::IPv6 => " IPv6",
+    };
     let head = format!(
-        "step {step} {}/{} {} -> {}",
+        "step {step} {}/{}{over} {} -> {}",
         probe.protocol, probe.port, probe.from, probe.to
     );
     match got {

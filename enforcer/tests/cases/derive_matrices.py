@@ -194,3 +194,82 @@ write("host-network-pods",
     "expect": [{"probe": "TCP/80", "matrix": hn(lambda f, t: in3(f, t) and out3(f, t) and mon4(f, t))},
                {"probe": "UDP/80", "matrix": hn(lambda f, t: in3(f, t) and out3(f, t) and mon4(f, t))}]},
   ], cluster=hn_cluster)
+
+# --- dual stack: the same rules over IPv4 and IPv6; only ipBlocks tell the families apart
+def both(probe, ok4, ok6):
+    return [{"probe": probe, "matrix": matrix(ok4)}, {"probe": probe, "family": "IPv6", "matrix": matrix(ok6)}]
+x_in4 = lambda f, t: ns(t) != "x" or ns(f) == "y"   # x admits y's IPv4 block
+x_in6 = lambda f, t: ns(t) != "x" or ns(f) == "z"   # and z's IPv6 block
+z_out4 = lambda f, t: ns(f) != "z"                  # z may reach x's IPv6 block only
+z_out6 = lambda f, t: ns(f) != "z" or ns(t) == "x"
+y_in = lambda f, t: ns(t) != "y" or ns(f) == "x"    # selectors: the same in both families
+doc = {"name": "dual-stack-ipblocks",
+  "description": "On a dual-stack cluster the same policies hold over IPv4 and IPv6: selector peers match a pod "
+    "whatever family it is reached over, and an ipBlock matches addresses of its own family only (an IPv4 block "
+    "never admits a pod reached over IPv6, and the reverse).",
+  "dualStack": True,
+  "steps": [
+   {"apply": [np("x", "from-blocks", {"podSelector": {}, "ingress": [{"from": [
+                  {"ipBlock": {"cidr": "10.244.2.0/24"}}, {"ipBlock": {"cidr": "fd00:10:244:3::/64"}}]}]})],
+    "expect": both("TCP/80", x_in4, x_in6)},
+   {"apply": [np("z", "to-x-v6", {"podSelector": {}, "policyTypes": ["Egress"],
+                  "egress": [{"to": [{"ipBlock": {"cidr": "fd00:10:244:1::/64"}}]}]})],
+    "expect": both("UDP/81", lambda f, t: x_in4(f, t) and z_out4(f, t), lambda f, t: x_in6(f, t) and z_out6(f, t))},
+   {"apply": [np("y", "from-x", {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": sel(ns="x")}]}]})],
+    "expect": both("TCP/81", lambda f, t: x_in4(f, t) and z_out4(f, t) and y_in(f, t),
+                   lambda f, t: x_in6(f, t) and z_out6(f, t) and y_in(f, t))},
+  ]}
+with open("dual-stack-ipblocks.yaml", "w") as fh:
+    yaml.safe_dump(doc, fh, sort_keys=False, width=110)
+
+# --- dual stack on two nodes: an ipBlock of 0.0.0.0/0 or ::/0 opens its own family only; IPv6 crosses nodes
+DS_NODE = {"x/a": "node-1", "x/b": "node-2", "y/a": "node-1", "y/b": "node-2", "h/agent": "node-2"}
+DS_PODS = list(DS_NODE)
+DS_IPS = {"x/a": ["10.244.1.10", "fd00:10:244:1::10"], "x/b": ["10.244.1.11", "fd00:10:244:1::11"],
+          "y/a": ["10.244.2.10", "fd00:10:244:2::10"], "y/b": ["10.244.2.11", "fd00:10:244:2::11"]}
+def ds_pod(key):
+    n, p = key.split("/")
+    d = {"namespace": n, "name": p, "node": DS_NODE[key]}
+    if key in DS_IPS: d["ips"] = DS_IPS[key]
+    else: d["hostNetwork"] = True
+    d["labels"] = {"app": p}
+    d["ports"] = hn_port(p)
+    return d
+ds_cluster = {
+  "nodes": [{"name": "node-1", "ips": ["10.244.0.1", "fd00:10:244::1"]},
+            {"name": "node-2", "ips": ["10.244.0.2", "fd00:10:244::2"]}],
+  "namespaces": [{"name": n, "labels": {"ns": n}} for n in ("h", "x", "y")],
+  "pods": [ds_pod(k) for k in DS_PODS],
+}
+ds_host = lambda p: p == "h/agent"
+# A host-network pod and the pods of its own node always reach each other.
+ds_own = lambda f, t: (ds_host(f) or ds_host(t)) and DS_NODE[f] == DS_NODE[t]
+def ds(ok): return matrix(lambda f, t: ds_own(f, t) or ok(f, t), DS_PODS)
+def ds_both(probe, ok4, ok6):
+    return [{"probe": probe, "matrix": ds(ok4)}, {"probe": probe, "family": "IPv6", "matrix": ds(ok6)}]
+every = lambda f, t: True
+# step 1: x may send to 0.0.0.0/0: every IPv4 address (the agent's, node-2's, too), no IPv6 one
+out1_6 = lambda f, t: ns(f) != "x"
+# step 2: and to ::/0 except y's fd00:10:244:2::/64: every IPv6 address but y's pods'
+out2_6 = lambda f, t: ns(f) != "x" or ns(t) != "y"
+# step 3: y admits its own pods, and the nodes' IPv6 block fd00:10:244::/64 (so the agent over IPv6 only;
+# a podSelector peer never matches a host-network pod)
+in3_4 = lambda f, t: ns(t) != "y" or ns(f) == "y"
+in3_6 = lambda f, t: ns(t) != "y" or ns(f) == "y" or ds_host(f)
+write("dual-stack-any-address",
+  "On a dual-stack cluster of two nodes an egress ipBlock 0.0.0.0/0 allows every IPv4 destination and no IPv6 "
+  "one, ::/0 the reverse; an ipBlock of the nodes' IPv6 addresses admits a host-network pod over IPv6 only. "
+  "IPv6 probes cross nodes and reach the host-network pod at its node's IPv6 address.",
+  [
+   {"apply": [np("x", "any-v4", {"podSelector": {}, "policyTypes": ["Egress"],
+                                 "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]})],
+    "expect": ds_both("TCP/80", every, out1_6)},
+   {"apply": [np("x", "any-v6-but-y", {"podSelector": {}, "policyTypes": ["Egress"],
+                                       "egress": [{"to": [{"ipBlock": {"cidr": "::/0",
+                                                                       "except": ["fd00:10:244:2::/64"]}}]}]})],
+    "expect": ds_both("TCP/80", every, out2_6)},
+   {"apply": [np("y", "own-and-nodes-v6", {"podSelector": {}, "ingress": [{"from": [
+                  {"podSelector": {}}, {"ipBlock": {"cidr": "fd00:10:244::/64"}}]}]})],
+    "expect": ds_both("TCP/80", in3_4, lambda f, t: out2_6(f, t) and in3_6(f, t))
+              + ds_both("UDP/80", in3_4, lambda f, t: out2_6(f, t) and in3_6(f, t))},
+  ], cluster=ds_cluster)

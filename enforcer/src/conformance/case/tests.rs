@@ -7,7 +7,8 @@ fn standard_cluster_matches_the_format() {
         nodes,
         vec![NodeSpec {
             name: "node-1".into(),
-            ip: IpAddr::from([10, 244, 0, 1])
+            ip: IpAddr::from([10, 244, 0, 1]),
+            ips: vec![IpAddr::from([10, 244, 0, 1])],
         }]
     );
     let ip = |ns: &str, name: &str| cluster.pod(ns, name).map(|p| p.ips.clone()).unwrap_or_default();
@@ -143,5 +144,58 @@ steps: []
             e.as_ref().is_some_and(|e| e.field == field),
             "{pods}: expected {field}, got {e:?}"
         );
+    }
+}
+
+#[test]
+fn dual_stack_addresses_and_ipv6_expectations() {
+    let matrix = "          -   x/a x/b\n          x/a  .   .\n          x/b  .   .\n";
+    let text = format!(
+        "name: t\ndualStack: true\nsteps:\n- expect:\n  - probe: TCP/80\n    family: IPv6\n    matrix: |\n{matrix}"
+    );
+    let case = parse_case(&text, "t.yaml").expect("valid");
+    let ips = |ns: &str, name: &str| case.cluster.pod(ns, name).map(|p| p.ips.clone()).unwrap_or_default();
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    assert_eq!(ips("x", "a"), [ip("10.244.1.10"), ip("fd00:10:244:1::10")]);
+    assert_eq!(ips("z", "c"), [ip("10.244.3.12"), ip("fd00:10:244:3::12")]);
+    assert_eq!(case.nodes[0].ips, [ip("10.244.0.1"), ip("fd00:10:244::1")]);
+    assert_eq!(case.steps[0].expect[0].family, AddressFamily::IPv6);
+
+    // Without dualStack the standard pods have no IPv6 address to probe.
+    let e = parse_case(&text.replace("dualStack: true\n", ""), "t.yaml").expect_err("refused");
+    assert_eq!(e.field, "steps[0].expect[0].family");
+    assert!(e.message.contains("x/a has no IPv6 address"), "{e}");
+    let e = parse_case(&text.replace("IPv6", "IPv5"), "t.yaml").expect_err("refused");
+    assert_eq!(e.field, "steps[0].expect[0].family");
+
+    let custom = r#"
+name: t
+cluster:
+  nodes: [{name: node-1, ips: [10.244.0.1, "fd00::1"]}]
+  namespaces: [{name: q}]
+  pods:
+  - {namespace: q, name: a, ips: [10.0.0.1, "fd00::a"]}
+  - {namespace: q, name: h, hostNetwork: true}
+steps: []
+"#;
+    let case = parse_case(custom, "t.yaml").expect("valid");
+    assert_eq!(case.cluster.pod("q", "a").map(|p| p.ips.len()), Some(2));
+    assert_eq!(
+        case.cluster.pod("q", "h").map(|p| p.ips.clone()),
+        Some(vec![ip("10.244.0.1"), ip("fd00::1")])
+    );
+    for (pods, field) in [
+        (
+            "[{namespace: q, name: a, ips: [10.0.0.1, 10.0.0.2]}]",
+            "cluster.pods[0].ips[1]",
+        ),
+        (
+            "[{namespace: q, name: a, ip: 10.0.0.1, ips: [10.0.0.1]}]",
+            "cluster.pods[0].ips",
+        ),
+    ] {
+        let text = format!("name: t\ncluster:\n  namespaces: [{{name: q}}]\n  pods: {pods}\nsteps: []\n");
+        let e = parse_case(&text, "t.yaml").err();
+        assert!(e.as_ref().is_some_and(|e| e.field == field), "{pods}: {e:?}");
     }
 }
