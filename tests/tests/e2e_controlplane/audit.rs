@@ -70,7 +70,21 @@ fn reports(world: &mut World) -> anyhow::Result<()> {
         Duration::from_secs(60),
         Duration::from_millis(500),
         || {
-            let out = k.run(&["-n", NAMESPACE, "get", "report", "tierguard", "-o", "json"], None)?;
+            let out = k.run(
+                &[
+                    "-n",
+                    NAMESPACE,
+                    "get",
+                    "report",
+                    "tierguard",
+                    "-o",
+                    "json",
+                    // kubectl leaves managedFields out unless asked, and the
+                    // field manager is what shows the audit wrote it
+                    "--show-managed-fields",
+                ],
+                None,
+            )?;
             Ok(out
                 .ok
                 .then(|| serde_json::from_str::<serde_json::Value>(&out.stdout))
