@@ -1,5 +1,6 @@
 //! The reachability cases pass on the netns data plane: real namespaces,
-//! the enforcer's real rules, real TCP and UDP packets.
+//! the enforcer's real rules, real TCP and UDP packets, over IPv6 too on the
+//! dual-stack cases.
 
 // Test helpers outside #[test] functions panic on failure like the tests do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,7 +12,8 @@ use std::process::Command;
 
 use netns_support::netns_available;
 
-fn run_cases(dir: &Path) {
+/// Runs the cases under `dir`; returns what the run printed.
+fn run_cases(dir: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_tierguard-enforcer"))
         .args(["conformance", "--dataplane", "netns"])
         .arg(dir)
@@ -29,6 +31,7 @@ fn run_cases(dir: &Path) {
     let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
     assert!(last.contains(" passed, 0 failed"), "closing line: {last:?}");
     assert!(!last.starts_with("0 passed"), "no case ran: {last:?}");
+    stdout.into_owned()
 }
 
 #[test]
@@ -39,9 +42,24 @@ fn the_public_cases_pass_on_netns() {
     run_cases(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/cases"));
 }
 
+/// Whether the dual-stack cases can run (the IPv6 tools too): panics under CI=true
+/// when they cannot, prints why they are skipped elsewhere.
+fn ipv6_available(test: &str) -> bool {
+    match tierguard_enforcer::netns::preflight_ipv6() {
+        Ok(()) => true,
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{test}: the netns tests must run in CI, but: {e}");
+            }
+            eprintln!("{test}: skipped: {e}");
+            false
+        }
+    }
+}
+
 #[test]
 fn the_repositorys_own_cases_pass_on_netns() {
-    if !netns_available("netns_conformance") {
+    if !netns_available("netns_conformance") || !ipv6_available("netns_conformance") {
         return;
     }
     let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
@@ -49,5 +67,12 @@ fn the_repositorys_own_cases_pass_on_netns() {
         eprintln!("no {}: nothing to run", dir.display());
         return;
     }
-    run_cases(&dir);
+    let stdout = run_cases(&dir);
+    // The dual-stack cases' IPv6 probes ran on packets: a skipped probe would
+    // be checked on the model only, and the case line would say so.
+    let dual: Vec<&str> = stdout.lines().filter(|l| l.starts_with("ok dual-stack-")).collect();
+    assert!(dual.len() >= 2, "the dual-stack cases did not run:\n{stdout}");
+    for line in dual {
+        assert!(!line.contains("skipped"), "IPv6 probes were not run on netns: {line}");
+    }
 }

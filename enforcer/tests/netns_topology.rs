@@ -202,10 +202,12 @@ fn pods_on_two_nodes_are_enforced_by_each_nodes_rules() {
         topology::NodeSpec {
             name: "node-1".into(),
             ip: "10.244.0.1".parse().unwrap(),
+            ipv6: None,
         },
         topology::NodeSpec {
             name: "node-2".into(),
             ip: "10.244.0.2".parse().unwrap(),
+            ipv6: None,
         },
     ];
     let mut plane = NetnsDataPlane::new(NetnsOptions {

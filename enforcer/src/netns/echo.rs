@@ -4,7 +4,7 @@
 //! by the data plane's tokio runtime.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
@@ -25,22 +25,27 @@ pub fn sctp_supported() -> bool {
     Socket::new(Domain::IPV4, Type::STREAM, Some(socket2::Protocol::from(IPPROTO_SCTP))).is_ok()
 }
 
-/// A socket made for `protocol`, non-blocking.
-pub(crate) fn new_socket(protocol: Protocol) -> std::io::Result<Socket> {
+/// A socket made for `protocol`, IPv6 when `ipv6`, non-blocking.
+pub(crate) fn new_socket_for(protocol: Protocol, ipv6: bool) -> std::io::Result<Socket> {
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
     let socket = match protocol {
-        Protocol::Tcp => Socket::new(Domain::IPV4, Type::STREAM, Some(socket2::Protocol::TCP))?,
-        Protocol::Udp => Socket::new(Domain::IPV4, Type::DGRAM, Some(socket2::Protocol::UDP))?,
-        Protocol::Sctp => Socket::new(Domain::IPV4, Type::STREAM, Some(socket2::Protocol::from(IPPROTO_SCTP)))?,
+        Protocol::Tcp => Socket::new(domain, Type::STREAM, Some(socket2::Protocol::TCP))?,
+        Protocol::Udp => Socket::new(domain, Type::DGRAM, Some(socket2::Protocol::UDP))?,
+        Protocol::Sctp => Socket::new(domain, Type::STREAM, Some(socket2::Protocol::from(IPPROTO_SCTP)))?,
     };
     socket.set_nonblocking(true)?;
     Ok(socket)
 }
 
-fn listen_socket(protocol: Protocol, address: Ipv4Addr, port: u16) -> std::io::Result<Socket> {
-    let socket = new_socket(protocol)?;
+fn listen_socket(protocol: Protocol, address: IpAddr, port: u16) -> std::io::Result<Socket> {
+    let socket = new_socket_for(protocol, address.is_ipv6())?;
     socket.set_reuse_address(true)?;
-    let addr = SocketAddr::V4(SocketAddrV4::new(address, port));
-    socket.bind(&addr.into())?;
+    if address.is_ipv6() {
+        // IPv6 only: IPv4 has a socket of its own, so an IPv4-only case runs
+        // exactly as before and `[::]` does not collide with `0.0.0.0`.
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&SocketAddr::new(address, port).into())?;
     if protocol != Protocol::Udp {
         socket.listen(1024)?;
     }
@@ -70,14 +75,15 @@ impl EchoServers {
     }
 
     /// Starts the servers of `ports` that `pod` (in namespace `netns`) does not serve yet,
-    /// listening on `address` (`None`: every address of the namespace). A pod whose
-    /// namespace has other addresses (a host-network pod: its node's) listens on its own
-    /// only, so that UDP replies leave from the address the client sent to.
+    /// one socket per address of `listen` (an unspecified address, `0.0.0.0` or `::`:
+    /// every address of that family in the namespace). A pod whose namespace has
+    /// other addresses (a host-network pod: its node's) listens on its own only, so
+    /// that UDP replies leave from the address the client sent to.
     pub fn ensure(
         &mut self,
         pod: &str,
         netns: &str,
-        address: Option<Ipv4Addr>,
+        listen: &[IpAddr],
         ports: &[(Protocol, u16)],
     ) -> Result<(), NetnsError> {
         let missing: Vec<(Protocol, u16)> = ports
@@ -90,25 +96,28 @@ impl EchoServers {
         if missing.is_empty() {
             return Ok(());
         }
-        let wanted = missing.clone();
+        let wanted: Vec<(Protocol, u16, IpAddr)> = missing
+            .iter()
+            .flat_map(|&(proto, port)| listen.iter().map(move |&address| (proto, port, address)))
+            .collect();
         let pod_name = pod.to_string();
         let sockets = in_netns(netns, move || {
             wanted
                 .iter()
-                .map(|&(proto, port)| {
-                    listen_socket(proto, address.unwrap_or(Ipv4Addr::UNSPECIFIED), port).map_err(|e| {
-                        NetnsError::Listen {
+                .map(|&(proto, port, address)| {
+                    listen_socket(proto, address, port)
+                        .map(|socket| (proto, port, socket))
+                        .map_err(|e| NetnsError::Listen {
                             pod: pod_name.clone(),
                             protocol: proto,
                             port,
-                            reason: e.to_string(),
-                        }
-                    })
+                            reason: format!("{address}: {e}"),
+                        })
                 })
-                .collect::<Result<Vec<Socket>, NetnsError>>()
+                .collect::<Result<Vec<(Protocol, u16, Socket)>, NetnsError>>()
         })?;
         let _guard = self.handle.enter();
-        for ((proto, port), socket) in missing.into_iter().zip(sockets) {
+        for (proto, port, socket) in sockets {
             let task = match proto {
                 Protocol::Udp => {
                     let socket = tokio::net::UdpSocket::from_std(socket.into()).map_err(NetnsError::Io)?;

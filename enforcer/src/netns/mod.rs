@@ -14,17 +14,18 @@ pub mod probe;
 pub mod topology;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use anyhow::Context;
 use tierguard::Cluster;
+use tierguard::engine::AddressFamily;
 use tierguard::policy::Protocol;
 
 use self::echo::EchoServers;
 pub use self::executor::NetnsExecutor;
 pub use self::probe::{ProbeOptions, Prober};
-pub use self::topology::{NodeSpec, Topology};
+pub use self::topology::{NodeSpec, PodNs, Topology};
 use crate::conformance::dataplane::{DataPlane, Outcome, Probe};
 use crate::exec::Executor;
 use crate::sync::{NodeIdentity, SyncOptions, SyncReport, Syncer};
@@ -82,6 +83,14 @@ pub enum NetnsError {
     /// A probe names a pod that has no namespace (unknown, or no IPv4 address).
     #[error("pod {0} is not in the netns topology (unknown pod, or no IPv4 address)")]
     UnknownPod(String),
+    /// A probe over a family names a pod without an address of that family.
+    #[error("pod {pod} has no {family:?} address to probe")]
+    NoAddress {
+        /// the pod
+        pod: String,
+        /// the family asked for
+        family: AddressFamily,
+    },
     /// The data plane was used before `start`.
     #[error("the netns data plane has not been started")]
     NotStarted,
@@ -102,6 +111,10 @@ pub const REQUIRED_TOOLS: [&str; 6] = [
     "ipset",
     "conntrack",
 ];
+
+/// The programs the data plane also runs when a case has IPv6 addresses
+/// (the node's IPv6 rules are checked and written with them).
+pub const REQUIRED_IPV6_TOOLS: [&str; 3] = ["ip6tables", "ip6tables-save", "ip6tables-restore"];
 
 fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -131,6 +144,16 @@ pub fn preflight() -> Result<(), NetnsError> {
         }
     }
     Ok(())
+}
+
+/// Whether this process can also run dual-stack cases: [`preflight`], and the
+/// IPv6 tools ([`REQUIRED_IPV6_TOOLS`]) installed.
+pub fn preflight_ipv6() -> Result<(), NetnsError> {
+    preflight()?;
+    match REQUIRED_IPV6_TOOLS.into_iter().find(|tool| !on_path(tool)) {
+        Some(tool) => Err(NetnsError::MissingTool(tool)),
+        None => Ok(()),
+    }
 }
 
 /// How the netns data plane is set up.
@@ -204,8 +227,8 @@ impl NetnsDataPlane {
         self.running.as_ref().map(|r| r.prober.clone())
     }
 
-    /// Makes every `(to, protocol, port)` of `probes` served (pods serve their
-    /// container ports from `start`; probes may name others).
+    /// Makes every `(to, protocol, port)` of `probes` served, in every family the
+    /// pod has (pods serve their container ports from `start`; probes may name others).
     pub fn ensure_servers(&mut self, probes: &[Probe]) -> Result<(), NetnsError> {
         let sctp = self.sctp;
         let running = self.running.as_mut().ok_or(NetnsError::NotStarted)?;
@@ -220,8 +243,8 @@ impl NetnsDataPlane {
                 .topology
                 .pod(pod)
                 .ok_or_else(|| NetnsError::UnknownPod(pod.to_string()))?;
-            let (netns, address) = (pod_ns.netns.clone(), pod_ns.host_network.then_some(pod_ns.ip));
-            running.echo.ensure(pod, &netns, address, &ports)?;
+            let (netns, listen) = (pod_ns.netns.clone(), listen_addresses(pod_ns));
+            running.echo.ensure(pod, &netns, &listen, &ports)?;
         }
         Ok(())
     }
@@ -233,11 +256,20 @@ impl NetnsDataPlane {
     /// Flushes every node's conntrack table, so no earlier connection counts.
     pub fn flush_conntrack(&mut self) -> anyhow::Result<()> {
         let running = self.running()?;
+        // Whether a bare `conntrack -F` also empties the IPv6 entries depends on
+        // the conntrack-tools and kernel versions (some take the family to be
+        // IPv4 and the kernel filters the flush by it): flush IPv6 explicitly.
+        let mut flushes = vec![vec!["-F".to_string()]];
+        if running.topology.has_ipv6() {
+            flushes.push(vec!["-F".to_string(), "-f".to_string(), "ipv6".to_string()]);
+        }
         for (node, syncer_node) in running.topology.nodes().iter().zip(&running.syncers) {
             debug_assert_eq!(node.spec.name, syncer_node.0);
-            NetnsExecutor::new(&node.netns)
-                .run("conntrack", &["-F".to_string()], None)
-                .with_context(|| format!("flushing conntrack on {}", node.spec.name))?;
+            for args in &flushes {
+                NetnsExecutor::new(&node.netns)
+                    .run("conntrack", args, None)
+                    .with_context(|| format!("flushing conntrack on {}", node.spec.name))?;
+            }
         }
         Ok(())
     }
@@ -288,25 +320,16 @@ impl DataPlane for NetnsDataPlane {
     }
 
     fn set_nodes(&mut self, nodes: &[crate::conformance::case::NodeSpec]) {
-        // The topology is IPv4 only; a node with an IPv6 address falls back to a generated IPv4 one.
-        self.options.nodes = nodes
-            .iter()
-            .filter_map(|n| match n.ip {
-                std::net::IpAddr::V4(ip) => Some(NodeSpec {
-                    name: n.name.clone(),
-                    ip,
-                }),
-                std::net::IpAddr::V6(_) => {
-                    tracing::warn!(node = %n.name, "IPv6 node address not supported by the netns data plane");
-                    None
-                }
-            })
-            .collect();
+        self.options.nodes = topology_nodes(nodes);
     }
 
     fn start(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
         self.stop()?;
         let nodes = topology::nodes_for(cluster, &self.options.nodes);
+        let ipv6 = nodes.iter().any(|n| n.ipv6.is_some()) || cluster.pods().any(|p| p.ips.iter().any(IpAddr::is_ipv6));
+        if ipv6 {
+            preflight_ipv6()?;
+        }
         let topology = Topology::build(cluster, &nodes).context("building the namespaces")?;
         let mut echo = EchoServers::new(self.runtime.handle().clone());
         for pod in cluster.pods() {
@@ -317,7 +340,7 @@ impl DataPlane for NetnsDataPlane {
                 .filter(|p| p.protocol != Protocol::Sctp || self.sctp)
                 .map(|p| (p.protocol, p.port))
                 .collect();
-            echo.ensure(&pod.key(), &ns.netns, ns.host_network.then_some(ns.ip), &ports)?;
+            echo.ensure(&pod.key(), &ns.netns, &listen_addresses(ns), &ports)?;
         }
         let endpoints = topology
             .pods()
@@ -327,6 +350,7 @@ impl DataPlane for NetnsDataPlane {
                     probe::Endpoint {
                         netns: p.netns.clone(),
                         ip: p.ip,
+                        ipv6: p.ipv6,
                     },
                 )
             })
@@ -343,7 +367,9 @@ impl DataPlane for NetnsDataPlane {
             .map(|node| {
                 let identity = NodeIdentity {
                     name: node.spec.name.clone(),
-                    addresses: vec![IpAddr::V4(node.spec.ip)],
+                    addresses: std::iter::once(IpAddr::V4(node.spec.ip))
+                        .chain(node.spec.ipv6.map(IpAddr::V6))
+                        .collect(),
                 };
                 let syncer = Syncer::new(identity, NetnsExecutor::new(&node.netns), self.options.sync.clone());
                 (node.spec.name.clone(), syncer)
@@ -369,9 +395,74 @@ impl DataPlane for NetnsDataPlane {
         Ok(prober.run(probes)?)
     }
 
+    fn probe_over(
+        &mut self,
+        _cluster: &Cluster,
+        probes: &[Probe],
+        family: AddressFamily,
+    ) -> anyhow::Result<Vec<Outcome>> {
+        self.ensure_servers(probes)?;
+        let prober = self.running()?.prober.clone();
+        Ok(prober.run_over(probes, family)?)
+    }
+
     fn finish(&mut self) -> anyhow::Result<()> {
         self.stop()
     }
+}
+
+/// Where a pod's echo servers listen: every address of each family it has, or
+/// for a host-network pod its node's own addresses only (so that UDP replies
+/// leave from the address the client sent to).
+fn listen_addresses(pod: &PodNs) -> Vec<IpAddr> {
+    if pod.host_network {
+        std::iter::once(IpAddr::V4(pod.ip))
+            .chain(pod.ipv6.map(IpAddr::V6))
+            .collect()
+    } else {
+        std::iter::once(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+            .chain(pod.ipv6.map(|_| IpAddr::V6(Ipv6Addr::UNSPECIFIED)))
+            .collect()
+    }
+}
+
+/// The case's nodes as the topology takes them: the first address of each family.
+/// The topology addresses every node over IPv4, so an IPv6-only node gets an
+/// unused `10.244.0.N` beside its own address.
+fn topology_nodes(nodes: &[crate::conformance::case::NodeSpec]) -> Vec<NodeSpec> {
+    let addresses = |n: &crate::conformance::case::NodeSpec| -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+        let all = || std::iter::once(&n.ip).chain(&n.ips);
+        let v4 = all().find_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        });
+        let v6 = all().find_map(|ip| match ip {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        });
+        (v4, v6)
+    };
+    let mut used: Vec<Ipv4Addr> = nodes.iter().filter_map(|n| addresses(n).0).collect();
+    nodes
+        .iter()
+        .map(|n| {
+            let (v4, ipv6) = addresses(n);
+            let ip = v4.unwrap_or_else(|| {
+                let free = (1..=254u8)
+                    .map(|last| Ipv4Addr::new(10, 244, 0, last))
+                    .find(|ip| !used.contains(ip))
+                    .unwrap_or(Ipv4Addr::new(10, 244, 0, 254));
+                tracing::info!(node = %n.name, ip = %free, "IPv6-only node: given an IPv4 address in the netns topology");
+                used.push(free);
+                free
+            });
+            NodeSpec {
+                name: n.name.clone(),
+                ip,
+                ipv6,
+            }
+        })
+        .collect()
 }
 
 impl Drop for NetnsDataPlane {
@@ -379,5 +470,74 @@ impl Drop for NetnsDataPlane {
         if let Err(e) = self.stop() {
             tracing::warn!(error = %e, "netns data plane teardown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::case::NodeSpec as CaseNode;
+
+    fn case_node(name: &str, ips: &[&str]) -> CaseNode {
+        let ips: Vec<IpAddr> = ips.iter().filter_map(|ip| ip.parse().ok()).collect();
+        CaseNode {
+            name: name.into(),
+            ip: ips[0],
+            ips,
+        }
+    }
+
+    #[test]
+    fn case_nodes_keep_one_address_per_family() {
+        let nodes = topology_nodes(&[
+            case_node("dual", &["10.244.0.1", "fd00:10:244::1"]),
+            case_node("v6-only", &["fd00:10:244::2"]),
+            case_node("v4-only", &["10.244.0.2"]),
+        ]);
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().ok();
+        assert_eq!(
+            nodes,
+            [
+                NodeSpec {
+                    name: "dual".into(),
+                    ip: Ipv4Addr::new(10, 244, 0, 1),
+                    ipv6: v6("fd00:10:244::1"),
+                },
+                // Given an IPv4 address no other node has.
+                NodeSpec {
+                    name: "v6-only".into(),
+                    ip: Ipv4Addr::new(10, 244, 0, 3),
+                    ipv6: v6("fd00:10:244::2"),
+                },
+                NodeSpec {
+                    name: "v4-only".into(),
+                    ip: Ipv4Addr::new(10, 244, 0, 2),
+                    ipv6: None,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn pods_listen_on_each_family_they_have() {
+        let pod = |host_network: bool, ipv6: Option<Ipv6Addr>| PodNs {
+            key: "x/a".into(),
+            netns: "n".into(),
+            ip: Ipv4Addr::new(10, 0, 0, 1),
+            ipv6,
+            node: "node-1".into(),
+            host_if: String::new(),
+            host_network,
+        };
+        let v6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+        assert_eq!(listen_addresses(&pod(false, None)), [IpAddr::V4(Ipv4Addr::UNSPECIFIED)]);
+        assert_eq!(
+            listen_addresses(&pod(false, Some(v6))),
+            [IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
+        );
+        assert_eq!(
+            listen_addresses(&pod(true, Some(v6))),
+            [IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), IpAddr::V6(v6)]
+        );
     }
 }

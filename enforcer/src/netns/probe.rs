@@ -3,17 +3,18 @@
 //! concurrently (bounded) on the data plane's tokio runtime.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::Socket;
+use tierguard::engine::AddressFamily;
 use tierguard::policy::Protocol;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
 use super::NetnsError;
-use super::echo::new_socket;
+use super::echo::new_socket_for;
 use super::topology::in_netns;
 use crate::conformance::dataplane::{Outcome, Probe};
 
@@ -48,6 +49,18 @@ pub struct Endpoint {
     pub netns: String,
     /// the pod's address
     pub ip: Ipv4Addr,
+    /// the pod's IPv6 address, on a dual-stack cluster
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+impl Endpoint {
+    /// The pod's address of `family`, if it has one.
+    pub fn address(&self, family: AddressFamily) -> Option<IpAddr> {
+        match family {
+            AddressFamily::IPv4 => Some(IpAddr::V4(self.ip)),
+            AddressFamily::IPv6 => self.ipv6.map(IpAddr::V6),
+        }
+    }
 }
 
 /// Runs probes; cheap to clone and usable from several threads at once
@@ -82,13 +95,29 @@ impl Prober {
             .ok_or_else(|| NetnsError::UnknownPod(key.to_string()))
     }
 
-    /// One outcome per probe, in order.
+    /// The address of `family` of pod `key`.
+    fn address(&self, key: &str, family: AddressFamily) -> Result<IpAddr, NetnsError> {
+        self.endpoint(key)?
+            .address(family)
+            .ok_or_else(|| NetnsError::NoAddress {
+                pod: key.to_string(),
+                family,
+            })
+    }
+
+    /// One outcome per probe, in order, over IPv4.
     pub fn run(&self, probes: &[Probe]) -> Result<Vec<Outcome>, NetnsError> {
+        self.run_over(probes, AddressFamily::IPv4)
+    }
+
+    /// One outcome per probe, in order: each client connects to the server's
+    /// address of `family`, from its own address of that family.
+    pub fn run_over(&self, probes: &[Probe], family: AddressFamily) -> Result<Vec<Outcome>, NetnsError> {
         let mut outcomes = vec![Outcome::Skipped; probes.len()];
         // Client sockets, made in each client's namespace.
         let mut by_client: BTreeMap<&str, Vec<(usize, Protocol)>> = BTreeMap::new();
         for (i, probe) in probes.iter().enumerate() {
-            self.endpoint(&probe.to)?;
+            self.address(&probe.to, family)?;
             if probe.protocol == Protocol::Sctp && !self.sctp {
                 continue;
             }
@@ -96,16 +125,16 @@ impl Prober {
         }
         let mut sockets: Vec<(usize, Socket)> = Vec::with_capacity(probes.len());
         for (client, wanted) in by_client {
-            let endpoint = self.endpoint(client)?;
-            let (netns, source) = (endpoint.netns.clone(), endpoint.ip);
+            let netns = self.endpoint(client)?.netns.clone();
+            let source = self.address(client, family)?;
             let made = in_netns(&netns, move || {
                 wanted
                     .into_iter()
                     .map(|(i, proto)| {
-                        let socket = new_socket(proto)?;
+                        let socket = new_socket_for(proto, source.is_ipv6())?;
                         // From the client's own address: a host-network client's namespace (its
                         // node's) has others, which the kernel might pick instead.
-                        socket.bind(&SocketAddr::V4(SocketAddrV4::new(source, 0)).into())?;
+                        socket.bind(&SocketAddr::new(source, 0).into())?;
                         Ok((i, socket))
                     })
                     .collect::<std::io::Result<Vec<(usize, Socket)>>>()
@@ -116,7 +145,7 @@ impl Prober {
         let mut jobs = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets {
             let probe = &probes[i];
-            let target = SocketAddr::V4(SocketAddrV4::new(self.endpoint(&probe.to)?.ip, probe.port));
+            let target = SocketAddr::new(self.address(&probe.to, family)?, probe.port);
             jobs.push((i, probe.protocol, socket, target));
         }
         let options = self.options.clone();

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +24,11 @@ use crate::exec::{Executor, HostExecutor};
 pub const NETNS_DIR: &str = "/run/netns";
 /// The gateway address every pod routes through (as Calico does).
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The IPv6 gateway of every pod with an IPv6 address: a fixed link-local
+/// address on the host end of its veth. Link-local, because the node answers
+/// neighbour solicitations only for addresses on the interface they arrive on
+/// (IPv6 has no proxy ARP that answers for any routed address).
+pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// Prefix of every namespace this module creates.
 pub const PREFIX: &str = "tg-";
 
@@ -207,6 +212,8 @@ pub struct NodeSpec {
     pub name: String,
     /// its own address (put on its `lo`)
     pub ip: Ipv4Addr,
+    /// its IPv6 address on a dual-stack cluster (put on its `lo` too)
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 /// A node namespace.
@@ -227,6 +234,8 @@ pub struct PodNs {
     pub netns: String,
     /// its address
     pub ip: Ipv4Addr,
+    /// its IPv6 address, on a dual-stack cluster
+    pub ipv6: Option<Ipv6Addr>,
     /// the node it hangs off
     pub node: String,
     /// name of the host end of its veth, in the node namespace (none for a
@@ -249,6 +258,7 @@ pub fn default_node() -> NodeSpec {
     NodeSpec {
         name: "node-1".into(),
         ip: Ipv4Addr::new(10, 244, 0, 1),
+        ipv6: None,
     }
 }
 
@@ -272,6 +282,7 @@ pub fn nodes_for(cluster: &Cluster, given: &[NodeSpec]) -> Vec<NodeSpec> {
         nodes.push(NodeSpec {
             name: name.clone(),
             ip: Ipv4Addr::new(10, 244, 0, next),
+            ipv6: None,
         });
     }
     nodes
@@ -315,6 +326,10 @@ impl Topology {
                 tracing::warn!(pod = %pod.key(), "pod has no IPv4 address: left out of the netns topology");
                 continue;
             };
+            let ipv6 = pod.ips.iter().find_map(|ip| match ip {
+                IpAddr::V6(v6) => Some(*v6),
+                IpAddr::V4(_) => None,
+            });
             let node = match &pod.node {
                 Some(name) => self
                     .nodes
@@ -332,14 +347,15 @@ impl Topology {
                     .iter()
                     .find(|n| n.spec.name == node)
                     .ok_or_else(|| NetnsError::UnknownNode(node.clone()))?;
-                // Its address is the node's: it lives in the node namespace, on no veth.
-                let (netns, ip) = (node_ns.netns.clone(), node_ns.spec.ip);
+                // Its addresses are the node's: it lives in the node namespace, on no veth.
+                let (netns, ip, ipv6) = (node_ns.netns.clone(), node_ns.spec.ip, node_ns.spec.ipv6);
                 self.pods.insert(
                     pod.key(),
                     PodNs {
                         key: pod.key(),
                         netns,
                         ip,
+                        ipv6,
                         node,
                         host_if: String::new(),
                         host_network: true,
@@ -355,6 +371,7 @@ impl Topology {
                     key: pod.key(),
                     netns,
                     ip,
+                    ipv6,
                     node,
                     host_if: format!("h{i}"),
                     host_network: false,
@@ -366,16 +383,21 @@ impl Topology {
         }
         self.wire_fabric()?;
         for pod in self.pods.values().filter(|p| !p.host_network) {
-            ip_batch(
-                &pod.netns,
-                &[
-                    "link set lo up".into(),
-                    format!("addr add {}/32 dev eth0", pod.ip),
-                    "link set eth0 up".into(),
-                    format!("route add {GATEWAY} dev eth0 scope link"),
-                    format!("route add default via {GATEWAY} dev eth0"),
-                ],
-            )?;
+            let mut lines = vec!["link set lo up".to_string(), format!("addr add {}/32 dev eth0", pod.ip)];
+            if let Some(v6) = pod.ipv6 {
+                // nodad: usable at once, not after duplicate address detection (about a second).
+                lines.push(format!("addr add {v6}/128 dev eth0 nodad"));
+            }
+            lines.extend([
+                "link set eth0 up".into(),
+                format!("route add {GATEWAY} dev eth0 scope link"),
+                format!("route add default via {GATEWAY} dev eth0"),
+            ]);
+            if pod.ipv6.is_some() {
+                // `::/0` rather than `default`: a batch line cannot say `-6`, the prefix does.
+                lines.push(format!("route add ::/0 via {GATEWAY6} dev eth0"));
+            }
+            ip_batch(&pod.netns, &lines)?;
         }
         Ok(())
     }
@@ -396,6 +418,9 @@ impl Topology {
             "link set lo up".to_string(),
             format!("addr add {}/32 dev lo", node.spec.ip),
         ];
+        if let Some(v6) = node.spec.ipv6 {
+            links.push(format!("addr add {v6}/128 dev lo nodad"));
+        }
         for pod in &pods {
             links.push(format!(
                 "link add {} type veth peer name eth0 netns {}",
@@ -413,38 +438,68 @@ impl Topology {
             settings.push(format!("net.ipv4.neigh.{}.proxy_delay=0", pod.host_if));
             settings.push(format!("net.ipv4.conf.{}.rp_filter=0", pod.host_if));
         }
+        if self.has_ipv6() {
+            // Also sets `default`, so the fabric veths made later forward too.
+            settings.push("net.ipv6.conf.all.forwarding=1".to_string());
+        }
         sysctl(&node.netns, &settings)?;
         let mut routes = Vec::new();
         for pod in &pods {
             routes.push(format!("addr add {GATEWAY}/32 dev {}", pod.host_if));
+            if pod.ipv6.is_some() {
+                routes.push(format!("addr add {GATEWAY6}/64 dev {} nodad", pod.host_if));
+            }
             routes.push(format!("link set {} up", pod.host_if));
             routes.push(format!("route add {}/32 dev {}", pod.ip, pod.host_if));
+            if let Some(v6) = pod.ipv6 {
+                routes.push(format!("route add {v6}/128 dev {}", pod.host_if));
+            }
         }
         ip_batch(&node.netns, &routes)
     }
 
     /// A veth between every two nodes, with routes to the other node and its pods.
+    /// IPv6 routes go via the other end's fixed link-local address ([`fabric_link_local`]):
+    /// a node would not answer neighbour solicitations on the veth for its own
+    /// address, which is on `lo`.
     fn wire_fabric(&self) -> Result<(), NetnsError> {
+        let ipv6 = self.has_ipv6();
         for (i, a) in self.nodes.iter().enumerate() {
             for (j, b) in self.nodes.iter().enumerate().skip(i + 1) {
                 ip_batch(
                     &a.netns,
                     &[format!("link add n{j} type veth peer name n{i} netns {}", b.netns)],
                 )?;
-                for (from, to, dev) in [(a, b, format!("n{j}")), (b, a, format!("n{i}"))] {
+                for (from, to, dev, from_i, to_i) in [(a, b, format!("n{j}"), i, j), (b, a, format!("n{i}"), j, i)] {
                     sysctl(&from.netns, &[format!("net.ipv4.conf.{dev}.rp_filter=0")])?;
-                    let mut lines = vec![
+                    let mut lines = Vec::new();
+                    if ipv6 {
+                        lines.push(format!("addr add {}/64 dev {dev} nodad", fabric_link_local(from_i)));
+                    }
+                    lines.extend([
                         format!("link set {dev} up"),
                         format!("route add {}/32 dev {dev} scope link", to.spec.ip),
-                    ];
-                    for pod in self.pods.values().filter(|p| p.node == to.spec.name && !p.host_network) {
+                    ]);
+                    let to_pods = || self.pods.values().filter(|p| p.node == to.spec.name && !p.host_network);
+                    for pod in to_pods() {
                         lines.push(format!("route add {}/32 via {} dev {dev} onlink", pod.ip, to.spec.ip));
+                    }
+                    if ipv6 {
+                        let via = fabric_link_local(to_i);
+                        for v6 in to.spec.ipv6.into_iter().chain(to_pods().filter_map(|p| p.ipv6)) {
+                            lines.push(format!("route add {v6}/128 via {via} dev {dev}"));
+                        }
                     }
                     ip_batch(&from.netns, &lines)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Whether any node or pod has an IPv6 address (a dual-stack cluster).
+    pub fn has_ipv6(&self) -> bool {
+        self.nodes.iter().any(|n| n.spec.ipv6.is_some()) || self.pods.values().any(|p| p.ipv6.is_some())
     }
 
     /// The node namespaces, in the order given.
@@ -484,6 +539,13 @@ impl Drop for Topology {
     fn drop(&mut self) {
         let _ = self.teardown();
     }
+}
+
+/// The link-local address of node `index` on its end of every node-to-node veth
+/// (`fe80::<index + 1>`; unique on each link, which is all a link-local needs).
+fn fabric_link_local(index: usize) -> Ipv6Addr {
+    let low = u16::try_from(index + 1).unwrap_or(u16::MAX);
+    Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, low)
 }
 
 fn to_base36(mut n: usize) -> String {
