@@ -85,13 +85,15 @@ impl Fabric {
         let mut echo = EchoServers::new(runtime.handle().clone());
         let mut endpoints = BTreeMap::new();
         for pod in topology.pods() {
-            echo.ensure(&pod.key, &pod.netns, None, ports)
+            // the e2e pods are IPv4 only and have namespaces of their own
+            echo.ensure(&pod.key, &pod.netns, &[IpAddr::V4(Ipv4Addr::UNSPECIFIED)], ports)
                 .with_context(|| format!("echo servers in {}", pod.key))?;
             endpoints.insert(
                 pod.key.clone(),
                 Endpoint {
                     netns: pod.netns.clone(),
                     ip: pod.ip,
+                    ipv6: None,
                 },
             );
         }

@@ -31,6 +31,7 @@ pub fn nodes() -> Vec<NodeSpec> {
         .map(|(name, i)| NodeSpec {
             name: name.to_string(),
             ip: Ipv4Addr::new(10, 244, 0, i),
+            ipv6: None,
         })
         .collect()
 }
