@@ -5,24 +5,14 @@ use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 
-use crate::labels::{Labels, NAMESPACE_NAME_LABEL};
+use crate::labels::Labels;
 use crate::selector::Selector;
 use crate::template::TierTemplate;
 
 use super::dns::DnsTarget;
 use super::prepared::StateView;
-use super::{PeerTier, PolicyState};
-
-/// The labels a namespace has as the API server would show them: from the
-/// state, with `kubernetes.io/metadata.name` filled in when the state lacks it
-/// (the API server always sets it, so a manifest that omits it means the same).
-pub(crate) fn effective_labels(state: &PolicyState, namespace: &str) -> Labels {
-    let mut labels = state.namespaces.get(namespace).cloned().unwrap_or_default();
-    labels
-        .entry(NAMESPACE_NAME_LABEL.to_string())
-        .or_insert_with(|| namespace.to_string());
-    labels
-}
+use super::state::{PolicyState, effective_labels};
+use super::types::PeerTier;
 
 /// What a namespace's pods are as peers (docs/guardrails.md, "R3 template flows").
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,18 +139,4 @@ impl<'a> Context<'a> {
                 .collect()
         })
     }
-}
-
-/// The distinct namespaces of the state's policies, skipping over each
-/// namespace's policies instead of visiting every one.
-pub(crate) fn policy_namespaces(state: &PolicyState) -> Vec<&str> {
-    let mut out: Vec<&str> = Vec::new();
-    let mut next = state.policies.keys().next();
-    while let Some((ns, _)) = next {
-        out.push(ns);
-        // The smallest key after every (ns, _) is (ns + "\0", "").
-        let bound = (format!("{ns}\0"), String::new());
-        next = state.policies.range(bound..).next().map(|(k, _)| k);
-    }
-    out
 }

@@ -2,9 +2,9 @@
 
 use crate::policy::Direction;
 
-use super::evaluate::{PolicyFacts, Wanted};
+use super::facts::{PolicyFacts, Wanted};
 use super::groups::GroupScope;
-use super::{Group, Violation, ViolationKey};
+use super::types::{Group, Violation, ViolationKey};
 
 /// The `wanted` R1 violations of a namespace holding `policies`, onto `out`.
 pub(crate) fn default_deny_violations(

@@ -10,8 +10,7 @@ use crate::policy::{IpBlock, NamespaceScope, Peer, PolicyPort, PortMatch, Protoc
 use crate::selector::Selector;
 use crate::template::TierTemplate;
 
-use super::PolicyState;
-use super::context::effective_labels;
+use super::state::{PolicyState, effective_labels};
 
 /// The number a `dns.portNames` name resolves to on the DNS pods. CoreDNS
 /// names its port 53 `dns` (UDP) and `dns-tcp` (TCP); a port the template

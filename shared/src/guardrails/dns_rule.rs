@@ -3,9 +3,9 @@
 //! "R2 DNS").
 
 use super::context::Context;
-use super::evaluate::{PolicyFacts, Wanted};
+use super::facts::{PolicyFacts, Wanted};
 use super::groups::GroupScope;
-use super::{Violation, ViolationKey};
+use super::types::{Violation, ViolationKey};
 
 /// The `wanted` R2 violations of a namespace holding `policies` (in name
 /// order; the first policy that drops DNS for a group and port names the

@@ -8,7 +8,7 @@ use crate::selector::Selector;
 use crate::template::FlowPeer;
 
 use super::context::{Context, PeerNamespace};
-use super::{PeerTier, Violation, ViolationKey};
+use super::types::{PeerTier, Violation, ViolationKey};
 
 /// A policy as R3 sees it, in the namespace it lives in.
 pub(crate) struct FlowInput<'p> {

@@ -4,8 +4,8 @@
 use crate::labels::Labels;
 use crate::selector::Selector;
 
-use super::Group;
 use super::context::Context;
+use super::types::Group;
 
 /// A group with the pod selector that describes exactly its pods.
 pub(crate) struct GroupScope {

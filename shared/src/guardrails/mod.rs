@@ -5,15 +5,20 @@
 //!
 //! API CONTRACT (the webhook crate codes against exactly these items; the
 //! bodies are being filled in by the guardrails work).
+//!
+//! The modules form a one-way chain, each using only those listed before it,
+//! so that one rule can be read without the others:
+//! `types`, `state`, `parsed` and `prepared` (data); `dns` (what reaches
+//! DNS); `context`; `groups`; `facts` (what R1 and R2 read per policy); the
+//! rules `default_deny` (R1), `dns_rule` (R2), `flows` (R3) and `structure`
+//! (R4); `evaluate`; `review`; `namespace` and `mutate`; and this module,
+//! the API, on top.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
-use crate::labels::Labels;
-use crate::policy::{Direction, Protocol};
 use crate::template::TierTemplate;
 
 mod context;
@@ -21,184 +26,26 @@ mod default_deny;
 mod dns;
 mod dns_rule;
 mod evaluate;
+mod facts;
 mod flows;
 mod groups;
 mod mutate;
 mod namespace;
+mod parsed;
 mod prepared;
 mod review;
+mod state;
 mod structure;
 #[cfg(test)]
 mod tests;
+mod types;
 
 pub use mutate::TIER_ANNOTATION;
 pub use prepared::PreparedState;
+pub use state::PolicyState;
+pub use types::{Group, Mutation, Operation, PeerTier, Review, RuleId, StateAudit, Violation, ViolationKey};
 
-/// Which guardrail rule a violation breaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub enum RuleId {
-    /// default-deny
-    R1,
-    /// DNS
-    R2,
-    /// template flows
-    R3,
-    /// structure
-    R4,
-    /// namespace labels (tier label, `kubernetes.io/metadata.name`)
-    Namespace,
-}
-
-impl fmt::Display for RuleId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RuleId::R1 => "R1",
-            RuleId::R2 => "R2",
-            RuleId::R3 => "R3",
-            RuleId::R4 => "R4",
-            RuleId::Namespace => "NS",
-        })
-    }
-}
-
-/// A tier group of a governed namespace (docs/guardrails.md, "Groups").
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub enum Group {
-    /// The namespace is labelled with this tier: all its pods form one group.
-    Namespace(String),
-    /// Pods labelled with this template tier, in an unlabelled namespace.
-    Tier(String),
-    /// Pods with no template tier, in an unlabelled namespace.
-    Untiered,
-}
-
-/// The tier a peer may be of, for R3.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub enum PeerTier {
-    /// pods of a template tier
-    Tier(String),
-    /// pods with no template tier (or in ungoverned namespaces)
-    Untiered,
-    /// ipBlock peers
-    External,
-}
-
-/// What makes a violation "the same" before and after a change
-/// (docs/guardrails.md, "What makes a change fail").
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub enum ViolationKey {
-    /// R1 (namespace, group, direction)
-    DefaultDeny {
-        /// namespace
-        namespace: String,
-        /// group
-        group: Group,
-        /// direction
-        direction: Direction,
-    },
-    /// R2 (namespace, group, port)
-    Dns {
-        /// namespace
-        namespace: String,
-        /// group
-        group: Group,
-        /// protocol
-        protocol: Protocol,
-        /// port
-        port: u16,
-    },
-    /// R3 (namespace, policy, direction, group, peer tier)
-    Template {
-        /// namespace
-        namespace: String,
-        /// policy name
-        policy: String,
-        /// direction
-        direction: Direction,
-        /// the tier the policy may select
-        tier: String,
-        /// the peer's tier
-        peer: PeerTier,
-    },
-    /// R4 (namespace, policy, field path)
-    Structure {
-        /// namespace
-        namespace: String,
-        /// policy name
-        policy: String,
-        /// field path, e.g. `spec.ingress[0].from[1].ipBlock.except[0]`
-        field: String,
-    },
-    /// Namespace label problems (namespace, label key)
-    NamespaceLabel {
-        /// namespace
-        namespace: String,
-        /// label key
-        label: String,
-    },
-}
-
-/// One violation with its human message.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Violation {
-    /// identity for before/after comparison
-    pub key: ViolationKey,
-    /// names the policy, namespace, tier, rule and field, and says how to fix it
-    pub message: String,
-}
-
-impl Violation {
-    /// The rule broken.
-    pub fn rule(&self) -> RuleId {
-        match self.key {
-            ViolationKey::DefaultDeny { .. } => RuleId::R1,
-            ViolationKey::Dns { .. } => RuleId::R2,
-            ViolationKey::Template { .. } => RuleId::R3,
-            ViolationKey::Structure { .. } => RuleId::R4,
-            ViolationKey::NamespaceLabel { .. } => RuleId::Namespace,
-        }
-    }
-}
-
-/// The cluster state the rules read: namespace labels and NetworkPolicies as
-/// the API holds them (raw, so R4 can report structure problems).
-#[derive(Clone, Debug, Default)]
-pub struct PolicyState {
-    /// namespace name -> labels (with `kubernetes.io/metadata.name`)
-    pub namespaces: BTreeMap<String, Labels>,
-    /// (namespace, name) -> policy
-    pub policies: BTreeMap<(String, String), NetworkPolicy>,
-}
-
-/// Admission operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Operation {
-    /// CREATE
-    Create,
-    /// UPDATE
-    Update,
-    /// DELETE
-    Delete,
-}
-
-/// The outcome of reviewing one change.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Review {
-    /// violations the change introduces (the change is rejected in enforce mode when non-empty)
-    pub new_violations: Vec<Violation>,
-    /// messages to return as warnings even when admitted (e.g. R4 in an ungoverned namespace,
-    /// an unknown `tierguard.io/tier` annotation)
-    pub warnings: Vec<String>,
-}
-
-/// The result of mutating a Namespace.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Mutation {
-    /// RFC 6902 patch; empty when nothing changes
-    pub patch: json_patch::Patch,
-    /// warnings for the AdmissionResponse
-    pub warnings: Vec<String>,
-}
+use prepared::StateView;
 
 // ---- API functions ----
 
@@ -206,7 +53,7 @@ pub struct Mutation {
 /// namespaces get none (R4 problems there are only warnings, see
 /// `review_network_policy`).
 pub fn namespace_violations(template: &TierTemplate, state: &PolicyState, namespace: &str) -> Vec<Violation> {
-    review::namespace_violations(template, prepared::StateView::raw(state), namespace)
+    review::namespace_violations(template, StateView::raw(state), namespace)
 }
 
 /// Every violation of every governed namespace in the state (for `check`):
@@ -214,28 +61,7 @@ pub fn namespace_violations(template: &TierTemplate, state: &PolicyState, namesp
 /// Namespaces without violations are left out, so an empty map means the
 /// state passes.
 pub fn state_violations(template: &TierTemplate, state: &PolicyState) -> BTreeMap<String, Vec<Violation>> {
-    review::state_violations(template, prepared::StateView::raw(state))
-}
-
-/// Everything wrong with a state, as `check` and an audit of a live cluster
-/// report it: the violations of governed namespaces, and the structure (R4)
-/// problems of policies in namespaces that are not governed, which are only
-/// warnings there (the webhook admits such policies and warns).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StateAudit {
-    /// violations by governed namespace, each list sorted by key; namespaces
-    /// without any are left out
-    pub violations: BTreeMap<String, Vec<Violation>>,
-    /// R4 problems by ungoverned namespace, each list sorted by key;
-    /// namespaces without any are left out
-    pub warnings: BTreeMap<String, Vec<Violation>>,
-}
-
-impl StateAudit {
-    /// Whether the state passes: no violations (warnings do not count).
-    pub fn passes(&self) -> bool {
-        self.violations.is_empty()
-    }
+    review::state_violations(template, StateView::raw(state))
 }
 
 /// Every violation and every warning of the state (see [`StateAudit`]);
@@ -256,7 +82,7 @@ impl StateAudit {
 /// assert_eq!(audit.warnings["kube-public"][0].rule(), RuleId::R4);
 /// ```
 pub fn audit_state(template: &TierTemplate, state: &PolicyState) -> StateAudit {
-    review::audit_state(template, prepared::StateView::raw(state))
+    review::audit_state(template, StateView::raw(state))
 }
 
 /// Reviews a NetworkPolicy CREATE (new), UPDATE (old, new) or DELETE (old)
@@ -285,7 +111,7 @@ pub fn review_network_policy(
     old: Option<&NetworkPolicy>,
     new: Option<&NetworkPolicy>,
 ) -> Review {
-    review::review_network_policy(template, prepared::StateView::raw(state), operation, old, new)
+    review::review_network_policy(template, StateView::raw(state), operation, old, new)
 }
 
 /// Reviews a Namespace CREATE (new) or UPDATE (old, new): a
@@ -314,4 +140,34 @@ pub fn review_namespace(
 /// ```
 pub fn mutate_namespace(template: &TierTemplate, namespace: &Namespace) -> Mutation {
     mutate::mutate_namespace(template, namespace)
+}
+
+/// Reviews against a prepared state. They belong to the API rather than to
+/// `prepared`, which is data the rules read and so sits below them.
+impl PreparedState {
+    /// [`review_network_policy`] against this state.
+    pub fn review_network_policy(
+        &self,
+        template: &TierTemplate,
+        operation: Operation,
+        old: Option<&NetworkPolicy>,
+        new: Option<&NetworkPolicy>,
+    ) -> Review {
+        review::review_network_policy(template, StateView::prepared(self), operation, old, new)
+    }
+
+    /// [`namespace_violations`] of this state.
+    pub fn namespace_violations(&self, template: &TierTemplate, namespace: &str) -> Vec<Violation> {
+        review::namespace_violations(template, StateView::prepared(self), namespace)
+    }
+
+    /// [`state_violations`] of this state.
+    pub fn state_violations(&self, template: &TierTemplate) -> BTreeMap<String, Vec<Violation>> {
+        review::state_violations(template, StateView::prepared(self))
+    }
+
+    /// [`audit_state`] of this state.
+    pub fn audit_state(&self, template: &TierTemplate) -> StateAudit {
+        review::audit_state(template, StateView::prepared(self))
+    }
 }

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use crate::labels::{Labels, NAMESPACE_NAME_LABEL};
 use crate::template::TierTemplate;
 
-use super::Mutation;
+use super::types::Mutation;
 
 /// The annotation that asks for a tier explicitly.
 pub const TIER_ANNOTATION: &str = "tierguard.io/tier";

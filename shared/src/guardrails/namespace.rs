@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use crate::labels::{Labels, NAMESPACE_NAME_LABEL};
 use crate::template::TierTemplate;
 
-use super::{Operation, Review, Violation, ViolationKey};
+use super::types::{Operation, Review, Violation, ViolationKey};
 
 fn labels_of(namespace: &Namespace) -> Labels {
     namespace.metadata.labels.clone().unwrap_or_default()

@@ -2,50 +2,17 @@
 //! cluster-state generation): every policy parsed and every namespace's
 //! effective labels worked out, so a review parses only the changed object.
 //! Only what depends on neither the template nor the change is kept here.
+//! The methods that review against a prepared state are part of the API
+//! (`guardrails/mod.rs`), so that this data sits below the rules.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
 
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-
 use crate::labels::Labels;
-use crate::policy::{FieldError, LenientPolicy, Policy};
-use crate::template::TierTemplate;
 
-use super::context::{effective_labels, policy_namespaces};
-use super::structure::kept_rule_indices;
-use super::{Operation, PolicyState, Review, StateAudit, Violation, review};
-
-/// One policy as the rules read it: its lenient parse, and where its kept
-/// rules sit in the spec (for R3 field paths).
-#[derive(Clone, Debug)]
-pub(crate) struct ParsedPolicy {
-    /// the usable part
-    pub policy: Policy,
-    /// its structure problems (R4)
-    pub errors: Vec<FieldError>,
-    /// spec indices of the kept ingress rules
-    pub ingress_indices: Vec<usize>,
-    /// spec indices of the kept egress rules
-    pub egress_indices: Vec<usize>,
-}
-
-impl ParsedPolicy {
-    /// Parses one policy.
-    pub fn new(raw: &NetworkPolicy) -> Self {
-        let LenientPolicy { policy, errors } = Policy::from_k8s_lenient(raw);
-        let spec = raw.spec.as_ref();
-        let ingress_count = spec.and_then(|s| s.ingress.as_ref()).map_or(0, Vec::len);
-        let egress_count = spec.and_then(|s| s.egress.as_ref()).map_or(0, Vec::len);
-        ParsedPolicy {
-            ingress_indices: kept_rule_indices("ingress", ingress_count, &errors),
-            egress_indices: kept_rule_indices("egress", egress_count, &errors),
-            policy,
-            errors,
-        }
-    }
-}
+use super::parsed::ParsedPolicy;
+use super::state::{PolicyState, effective_labels, policy_namespaces};
 
 /// A [`PolicyState`] with every policy parsed once, for reviewing many
 /// changes against the same state. It is read-only (it derefs to the state it
@@ -113,32 +80,6 @@ impl PreparedState {
     /// Gives the state back.
     pub fn into_state(self) -> PolicyState {
         self.state
-    }
-
-    /// [`super::review_network_policy`] against this state.
-    pub fn review_network_policy(
-        &self,
-        template: &TierTemplate,
-        operation: Operation,
-        old: Option<&NetworkPolicy>,
-        new: Option<&NetworkPolicy>,
-    ) -> Review {
-        review::review_network_policy(template, StateView::prepared(self), operation, old, new)
-    }
-
-    /// [`super::namespace_violations`] of this state.
-    pub fn namespace_violations(&self, template: &TierTemplate, namespace: &str) -> Vec<Violation> {
-        review::namespace_violations(template, StateView::prepared(self), namespace)
-    }
-
-    /// [`super::state_violations`] of this state.
-    pub fn state_violations(&self, template: &TierTemplate) -> BTreeMap<String, Vec<Violation>> {
-        review::state_violations(template, StateView::prepared(self))
-    }
-
-    /// [`super::audit_state`] of this state.
-    pub fn audit_state(&self, template: &TierTemplate) -> StateAudit {
-        review::audit_state(template, StateView::prepared(self))
     }
 }
 

@@ -8,10 +8,13 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::template::TierTemplate;
 
-use super::context::{Context, policy_namespaces};
-use super::evaluate::{NamespaceEval, PolicyFacts, Wanted};
-use super::prepared::{ParsedPolicy, StateView};
-use super::{Operation, Review, StateAudit, Violation, ViolationKey};
+use super::context::Context;
+use super::evaluate::NamespaceEval;
+use super::facts::{PolicyFacts, Wanted};
+use super::parsed::ParsedPolicy;
+use super::prepared::StateView;
+use super::state::policy_namespaces;
+use super::types::{Operation, Review, StateAudit, Violation, ViolationKey};
 
 /// The facts of every policy the state holds in the namespace, in name
 /// order; own (R3, R4) violations for every policy, or only for `own_for`.

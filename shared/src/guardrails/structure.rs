@@ -2,7 +2,7 @@
 
 use crate::policy::FieldError;
 
-use super::{Violation, ViolationKey};
+use super::types::{Violation, ViolationKey};
 
 /// One violation per field; several problems in the same field share it.
 pub(crate) fn structure_violations(namespace: &str, policy: &str, errors: &[FieldError]) -> Vec<Violation> {
@@ -26,25 +26,6 @@ pub(crate) fn structure_violations(namespace: &str, policy: &str, errors: &[Fiel
                  treats the broken rule as allowing nothing, and a broken podSelector as selecting nothing)",
                 messages.join("; ")
             ),
-        })
-        .collect()
-}
-
-/// Where rule `index`'s errors would sit: `spec.ingress[0].`.
-fn rule_prefix(section: &str, index: usize) -> String {
-    format!("spec.{section}[{index}].")
-}
-
-/// The spec indices of the rules the lenient parser kept, in order: it drops
-/// exactly the rules that reported an error under their own path.
-pub(crate) fn kept_rule_indices(section: &str, raw_count: usize, errors: &[FieldError]) -> Vec<usize> {
-    if errors.is_empty() {
-        return (0..raw_count).collect();
-    }
-    (0..raw_count)
-        .filter(|&i| {
-            let prefix = rule_prefix(section, i);
-            !errors.iter().any(|e| e.field.starts_with(&prefix))
         })
         .collect()
 }

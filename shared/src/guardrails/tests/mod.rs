@@ -5,6 +5,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::labels::Labels;
+use crate::policy::{Direction, Protocol};
 
 mod audit;
 mod default_deny;
