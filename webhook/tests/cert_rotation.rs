@@ -168,8 +168,9 @@ async fn bad_certificates_are_refused_and_the_old_one_keeps_serving() {
 
 #[test]
 fn verify_names_the_reason() {
+    use tierguard_webhook::tls::CertError;
     use tierguard_webhook::tls::load::read_pem;
-    use tierguard_webhook::tls::verify::{CertError, verify};
+    use tierguard_webhook::tls::verify::verify;
     let ca = tierguard_webhook::selfsigned::generate_ca("t").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let write = |cert: &str, key: &str| {

@@ -6,18 +6,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
-use super::verify::CertError;
-
-/// A certificate chain and key as read, with a digest of both files' bytes.
-#[derive(Debug)]
-pub struct Material {
-    /// leaf first
-    pub chain: Vec<CertificateDer<'static>>,
-    /// the private key
-    pub key: PrivateKeyDer<'static>,
-    /// SHA-256 over the certificate file then the key file
-    pub digest: [u8; 32],
-}
+use super::material::{CertError, Material};
 
 fn read(path: &Path) -> Result<Vec<u8>, CertError> {
     std::fs::read(path).map_err(|source| CertError::Read {

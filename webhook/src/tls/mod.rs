@@ -1,24 +1,23 @@
 //! Serving TLS: reading the certificate and key (`load`), refusing bad ones
-//! (`verify`), and swapping them in without a restart (`reload`).
+//! (`verify`), and swapping them in without a restart (`reload`). Each
+//! module uses only those before it, so no two import each other: `material`
+//! and `crypto`, then `load` and `verify`, then `reload`, then this one.
 
+mod crypto;
 pub mod load;
+pub mod material;
 pub mod reload;
 pub mod verify;
 
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::crypto::CryptoProvider;
 use rustls::server::ResolvesServerCert;
 
-pub use load::Material;
+pub use crypto::provider;
+pub use material::{CertError, Material};
 pub use reload::{CertReloader, ReloadingResolver};
-pub use verify::{CertError, Verified};
-
-/// The crypto provider every TLS object of the webhook uses (ring).
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+pub use verify::Verified;
 
 /// A TLS 1.2+ server config serving whatever `resolver` returns, offering
 /// HTTP/2 and HTTP/1.1 by ALPN.

@@ -15,7 +15,8 @@ use rustls::sign::CertifiedKey;
 use x509_parser::time::ASN1Time;
 
 use super::load;
-use super::verify::{CertError, Verified, verify};
+use super::material::CertError;
+use super::verify::{Verified, verify};
 use crate::metrics::Metrics;
 
 /// Hands rustls the certificate in use (none until a good one is loaded).

@@ -2,70 +2,14 @@
 //! key, and naming one of the webhook's Service DNS names.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
 use x509_parser::extensions::GeneralName;
 use x509_parser::time::ASN1Time;
 
-use super::load::Material;
-
-/// Why a certificate is refused.
-#[derive(Debug, thiserror::Error)]
-pub enum CertError {
-    /// a file could not be read
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// the file
-        path: PathBuf,
-        /// why
-        source: std::io::Error,
-    },
-    /// a file is not PEM
-    #[error("{path} is not valid PEM: {message}")]
-    Pem {
-        /// the file
-        path: PathBuf,
-        /// why
-        message: String,
-    },
-    /// no CERTIFICATE block
-    #[error("{0} holds no certificate")]
-    NoCertificate(PathBuf),
-    /// no private key block
-    #[error("{0} holds no private key")]
-    NoKey(PathBuf),
-    /// the leaf does not parse
-    #[error("certificate does not parse: {0}")]
-    Parse(String),
-    /// the key is not usable
-    #[error("private key is not usable: {0}")]
-    Key(String),
-    /// past notAfter
-    #[error("certificate expired at {not_after}")]
-    Expired {
-        /// notAfter
-        not_after: String,
-    },
-    /// before notBefore
-    #[error("certificate is not valid before {not_before}")]
-    NotYetValid {
-        /// notBefore
-        not_before: String,
-    },
-    /// the key is not the certificate's
-    #[error("private key does not match the certificate's public key")]
-    KeyMismatch,
-    /// the SANs lack every service name
-    #[error("certificate SANs [{sans}] include none of the service names [{wanted}]")]
-    MissingServiceName {
-        /// what the webhook is reached as
-        wanted: String,
-        /// what the certificate names
-        sans: String,
-    },
-}
+use super::crypto::provider;
+use super::material::{CertError, Material};
 
 /// A certificate that may be served.
 #[derive(Debug, Clone)]
@@ -149,7 +93,7 @@ pub fn verify(material: Material, service_names: &[String], now: ASN1Time) -> Re
     }
     let serial = cert.raw_serial_as_string();
     let not_after = validity.not_after.timestamp();
-    let signing_key = super::provider()
+    let signing_key = provider()
         .key_provider
         .load_private_key(key)
         .map_err(|e| CertError::Key(e.to_string()))?;
