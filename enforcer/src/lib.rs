@@ -16,4 +16,5 @@ pub mod naming;
 pub mod netns;
 pub mod objects;
 pub mod render;
+pub mod ruleset;
 pub mod sync;

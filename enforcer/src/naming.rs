@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 use tierguard::policy::{Direction, PolicyId};
 
-use crate::compile::Family;
+use crate::ruleset::Family;
 
 /// Prefix of every chain the enforcer owns.
 pub const CHAIN_PREFIX: &str = "TG-";
@@ -59,13 +59,13 @@ fn letter(direction: Direction) -> char {
 
 /// The chain of a policy's rules in one direction, shared by every local pod it selects:
 /// `TG-P-<12 hex>-I` / `-E` (19 characters).
-pub fn policy_chain(policy: &PolicyId, direction: Direction) -> String {
+pub fn policy_chain_name(policy: &PolicyId, direction: Direction) -> String {
     let hash = digest(&format!("policy\0{}\0{}", policy.namespace, policy.name), 12);
     format!("TG-P-{hash}-{}", letter(direction))
 }
 
 /// A local pod's chain for one direction: `TG-I-<16 hex>` / `TG-E-<16 hex>` (21 characters).
-pub fn pod_chain(namespace: &str, name: &str, direction: Direction) -> String {
+pub fn pod_chain_name(namespace: &str, name: &str, direction: Direction) -> String {
     let hash = digest(&format!("pod\0{namespace}\0{name}"), 16);
     format!("TG-{}-{hash}", letter(direction))
 }
@@ -86,7 +86,7 @@ pub fn family_set_name(family: Family, key: &str) -> String {
 }
 
 /// The set of every local pod address of `family`.
-pub fn local_set(family: Family) -> &'static str {
+pub fn local_set_name(family: Family) -> &'static str {
     match family {
         Family::V4 => LOCAL_SET,
         Family::V6 => LOCAL_SET6,
@@ -107,12 +107,12 @@ pub fn set_family(name: &str) -> Family {
 }
 
 /// The scratch name a set is built under before it is swapped in (at most 27 characters).
-pub fn tmp_set(name: &str) -> String {
+pub fn tmp_set_name(name: &str) -> String {
     format!("{TMP_SET_PREFIX}{}", name.strip_prefix(SET_PREFIX).unwrap_or(name))
 }
 
 /// The other of a set's two names: `tg-X` <-> `tg-X-b` (at most 27 characters).
-pub fn other_side(name: &str) -> String {
+pub fn other_side_name(name: &str) -> String {
     match name.strip_suffix(B_SIDE_SUFFIX) {
         Some(a_side) => a_side.to_string(),
         None => format!("{name}{B_SIDE_SUFFIX}"),
@@ -121,7 +121,7 @@ pub fn other_side(name: &str) -> String {
 
 /// The name a set is rendered under (its A name), from either of its two names.
 /// Rendered names never end in `-b`: the hashes are hex, the fixed names are words.
-pub fn rendered_set(name: &str) -> &str {
+pub fn rendered_set_name(name: &str) -> &str {
     name.strip_suffix(B_SIDE_SUFFIX).unwrap_or(name)
 }
 
@@ -151,51 +151,57 @@ mod tests {
         let long = "x".repeat(253);
         let ns = "n".repeat(63);
         for direction in Direction::BOTH {
-            let p = policy_chain(&id(&ns, &long), direction);
+            let p = policy_chain_name(&id(&ns, &long), direction);
             assert!(p.len() <= MAX_CHAIN_LEN, "{p}");
-            assert_eq!(p, policy_chain(&id(&ns, &long), direction));
-            let c = pod_chain(&ns, &long, direction);
+            assert_eq!(p, policy_chain_name(&id(&ns, &long), direction));
+            let c = pod_chain_name(&ns, &long, direction);
             assert!(c.len() <= MAX_CHAIN_LEN, "{c}");
             assert!(is_owned_chain(&p) && is_owned_chain(&c));
         }
         let s = set_name(&format!("{ns}/{long}/ingress/0/peer/3"));
-        assert!(s.len() <= MAX_SET_LEN && tmp_set(&s).len() <= MAX_SET_LEN, "{s}");
-        assert!(is_owned_set(&s) && is_owned_set(&tmp_set(&s)));
+        assert!(s.len() <= MAX_SET_LEN && tmp_set_name(&s).len() <= MAX_SET_LEN, "{s}");
+        assert!(is_owned_set(&s) && is_owned_set(&tmp_set_name(&s)));
         assert!(!s.starts_with(TMP_SET_PREFIX));
         let s6 = family_set_name(Family::V6, &format!("{ns}/{long}/ingress/0/peer/3"));
-        assert!(s6.len() <= MAX_SET_LEN && tmp_set(&s6).len() <= MAX_SET_LEN, "{s6}");
-        assert!(is_owned_set(&s6) && is_owned_set(&tmp_set(&s6)) && s6 != s);
+        assert!(
+            s6.len() <= MAX_SET_LEN && tmp_set_name(&s6).len() <= MAX_SET_LEN,
+            "{s6}"
+        );
+        assert!(is_owned_set(&s6) && is_owned_set(&tmp_set_name(&s6)) && s6 != s);
         assert_eq!(family_set_name(Family::V4, "k"), set_name("k"));
         for (name, family) in [
             (s.clone(), Family::V4),
-            (tmp_set(&s), Family::V4),
+            (tmp_set_name(&s), Family::V4),
             (LOCAL_SET.to_string(), Family::V4),
-            (tmp_set(LOCAL_SET), Family::V4),
+            (tmp_set_name(LOCAL_SET), Family::V4),
             (s6.clone(), Family::V6),
-            (tmp_set(&s6), Family::V6),
+            (tmp_set_name(&s6), Family::V6),
             (LOCAL_SET6.to_string(), Family::V6),
-            (tmp_set(LOCAL_SET6), Family::V6),
-            (other_side(&s), Family::V4),
-            (other_side(LOCAL_SET), Family::V4),
-            (other_side(&s6), Family::V6),
-            (other_side(LOCAL_SET6), Family::V6),
+            (tmp_set_name(LOCAL_SET6), Family::V6),
+            (other_side_name(&s), Family::V4),
+            (other_side_name(LOCAL_SET), Family::V4),
+            (other_side_name(&s6), Family::V6),
+            (other_side_name(LOCAL_SET6), Family::V6),
         ] {
             assert_eq!(set_family(&name), family, "{name}");
         }
         for name in [s.as_str(), s6.as_str(), LOCAL_SET, LOCAL_SET6] {
-            let b = other_side(name);
+            let b = other_side_name(name);
             assert!(b.len() <= MAX_SET_LEN && is_owned_set(&b) && b != name, "{b}");
-            assert_eq!(other_side(&b), name);
-            assert_eq!((rendered_set(&b), rendered_set(name)), (name, name));
+            assert_eq!(other_side_name(&b), name);
+            assert_eq!((rendered_set_name(&b), rendered_set_name(name)), (name, name));
         }
         for fixed in [FORWARD_CHAIN, EGRESS_CHAIN, INGRESS_CHAIN] {
             assert!(fixed.len() <= MAX_CHAIN_LEN && is_owned_chain(fixed));
         }
         // Pinned values: a change here renames every chain on every node.
-        assert_eq!(policy_chain(&id("shop", "default-deny"), Direction::Ingress).len(), 19);
         assert_eq!(
-            policy_chain(&id("shop", "default-deny"), Direction::Ingress),
-            policy_chain(&id("shop", "default-deny"), Direction::Egress).replace("-E", "-I")
+            policy_chain_name(&id("shop", "default-deny"), Direction::Ingress).len(),
+            19
+        );
+        assert_eq!(
+            policy_chain_name(&id("shop", "default-deny"), Direction::Ingress),
+            policy_chain_name(&id("shop", "default-deny"), Direction::Egress).replace("-E", "-I")
         );
     }
 
@@ -204,15 +210,15 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for ns in ["a", "b", "a-b"] {
             for name in ["x", "y", "b-x"] {
-                assert!(seen.insert(policy_chain(&id(ns, name), Direction::Ingress)));
-                assert!(seen.insert(pod_chain(ns, name, Direction::Ingress)));
+                assert!(seen.insert(policy_chain_name(&id(ns, name), Direction::Ingress)));
+                assert!(seen.insert(pod_chain_name(ns, name, Direction::Ingress)));
                 assert!(seen.insert(set_name(&format!("{ns}/{name}"))));
             }
         }
         // The separator keeps "a"+"b-x" and "a-b"+"x" apart.
         assert_ne!(
-            pod_chain("a", "b-x", Direction::Egress),
-            pod_chain("a-b", "x", Direction::Egress)
+            pod_chain_name("a", "b-x", Direction::Egress),
+            pod_chain_name("a-b", "x", Direction::Egress)
         );
     }
 }

@@ -37,10 +37,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use tierguard::policy::{Direction, Protocol};
 
-use crate::compile::{
+use crate::naming::{EGRESS_CHAIN, FORWARD_CHAIN, INGRESS_CHAIN, local_set_name};
+use crate::ruleset::{
     Family, IpSet, Isolation, LocalPod, Match, PeerMatch, PolicyChain, PortSpec, RuleSet, SetEntry, SetKind,
 };
-use crate::naming::{EGRESS_CHAIN, FORWARD_CHAIN, INGRESS_CHAIN, local_set};
 
 /// Options every created set gets (room for every pod of a large cluster).
 pub const SET_OPTIONS: &str = "family inet hashsize 1024 maxelem 1048576";
@@ -272,7 +272,7 @@ fn dispatch(pods: &[LocalPod], direction: Direction, family: Family) -> Vec<Stri
 pub fn render(rules: &RuleSet, options: &RenderOptions) -> Rendered {
     let family = rules.family;
     let host = family.host_prefix();
-    let local_set = local_set(family);
+    let local_set = local_set_name(family);
     let mut out = Rendered {
         family,
         ..Rendered::default()

@@ -10,9 +10,10 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::apply::{Applier, ApplyError, XtablesWait, backend};
-use crate::compile::{Family, NodeView, RuleSet, compile_family};
+use crate::compile::{NodeView, compile_family};
 use crate::conntrack::{ConntrackTable, EnforceExisting, ExecConntrack, denied};
 use crate::render::{DEFAULT_ALLOW_MARK, RenderOptions, Rendered, render};
+use crate::ruleset::{Family, RuleSet};
 
 pub use crate::apply::backend::Backend;
 pub use crate::exec::{ExecError, Executor, HostExecutor};

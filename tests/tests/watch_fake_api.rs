@@ -18,7 +18,7 @@ use tierguard::rbac::Watched;
 use tierguard_enforcer::daemon::metrics::Metrics;
 use tierguard_enforcer::daemon::{LoopConfig, drive, watch};
 use tierguard_enforcer::exec::{ExecError, Executor};
-use tierguard_enforcer::naming::{pod_chain, policy_chain};
+use tierguard_enforcer::naming::{pod_chain_name, policy_chain_name};
 use tierguard_enforcer::sync::{Backend, NodeIdentity, SyncOptions, Syncer};
 use tierguard_webhook::limits::ConnectionLimits;
 use tierguard_webhook::selfsigned::{self, Validity};
@@ -361,7 +361,7 @@ fn policy(name: &str, target: &str, from: Option<&str>) -> Value {
 }
 
 fn policy_chain_of(name: &str) -> String {
-    policy_chain(
+    policy_chain_name(
         &PolicyId {
             namespace: "shop".into(),
             name: name.into(),
@@ -371,7 +371,7 @@ fn policy_chain_of(name: &str) -> String {
 }
 
 fn pod_chain_of(name: &str) -> String {
-    pod_chain("shop", name, Direction::Ingress)
+    pod_chain_name("shop", name, Direction::Ingress)
 }
 
 struct Daemon {

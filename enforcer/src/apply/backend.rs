@@ -3,8 +3,8 @@
 //! tie, the `iptables --version` marker. Rules of both families count
 //! (`iptables-*-save` and `ip6tables-*-save`), and one backend serves both.
 
-use crate::compile::Family;
 use crate::exec::Executor;
+use crate::ruleset::Family;
 
 /// An iptables backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]

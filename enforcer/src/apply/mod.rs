@@ -29,10 +29,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::hash::{Hash, Hasher};
 
-use crate::compile::Family;
 use crate::exec::{ExecError, Executor};
 use crate::naming;
 use crate::render::{Rendered, RenderedSet, forward_jump, set_options};
+use crate::ruleset::Family;
 use backend::Backend;
 
 /// A failed step of an apply.
@@ -170,7 +170,7 @@ impl AppliedState {
     /// The name the set rendered as `name` is in force under (whether or not it is in force).
     pub fn name_in_force(&self, name: &str) -> String {
         if self.b_side.contains(name) {
-            naming::other_side(name)
+            naming::other_side_name(name)
         } else {
             name.to_string()
         }
@@ -190,7 +190,7 @@ impl AppliedState {
                 Some(Some(h)) if h == hash => current,
                 Some(_) => {
                     // In force under `current`: built under its other name, used from the rule restore on.
-                    let other = naming::other_side(&current);
+                    let other = naming::other_side_name(&current);
                     set_script(&mut plan.set_script, &other, set, desired.family);
                     plan.sets_written.push(name.clone());
                     plan.sets_to_destroy.push(current);
@@ -452,7 +452,7 @@ impl Applier {
                     tracing::warn!(set = %name, error = %e, "could not destroy a leftover scratch set");
                 }
             } else if saved.sets_used.contains(&name) {
-                let rendered = naming::rendered_set(&name).to_string();
+                let rendered = naming::rendered_set_name(&name).to_string();
                 if rendered != name {
                     state.b_side.insert(rendered.clone());
                 }
@@ -526,7 +526,7 @@ impl Applier {
             match executor.run("ipset", &args(&["destroy", name]), None) {
                 Ok(_) => {
                     self.state.spare.remove(name);
-                    if removed.contains(naming::rendered_set(name)) {
+                    if removed.contains(naming::rendered_set_name(name)) {
                         sets_removed += 1;
                     }
                 }
@@ -593,7 +593,7 @@ impl Applier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::SetKind;
+    use crate::ruleset::SetKind;
 
     fn rendered(members: &[&str]) -> Rendered {
         let mut out = Rendered::default();

@@ -28,7 +28,7 @@ pub enum EnforceExisting {
 }
 
 /// The entries of `entries` that `rules` (the family's new compiled rule set) deny.
-pub fn denied<'a>(entries: &'a [Entry], rules: &crate::compile::RuleSet) -> Vec<&'a Entry> {
+pub fn denied<'a>(entries: &'a [Entry], rules: &crate::ruleset::RuleSet) -> Vec<&'a Entry> {
     entries
         .iter()
         .filter(|e| rules.family.has_addr(&e.source) && judge(rules, &e.flow()) == FlowVerdict::Denied)

@@ -1,8 +1,8 @@
 //! The node's conntrack table: listing and deleting entries. The only I/O of
 //! cutting denied connections, behind [`ConntrackTable`].
 
-use crate::compile::Family;
 use crate::exec::{ExecError, Executor};
+use crate::ruleset::Family;
 
 use super::entry::{Entry, parse_entries};
 

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use tierguard::policy::Protocol;
 
-use crate::compile::{IpSet, Isolation, LocalPod, Match, PeerMatch, PortSpec, RuleSet, SetEntry};
+use crate::ruleset::{IpSet, Isolation, LocalPod, Match, PeerMatch, PortSpec, RuleSet, SetEntry};
 
 /// A connection as the filter table sees its first packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,7 +143,8 @@ mod tests {
     use tierguard::engine::{AddressFamily, Endpoint};
 
     use super::*;
-    use crate::compile::{Family, NodeView, compile_family};
+    use crate::compile::{NodeView, compile_family};
+    use crate::ruleset::Family;
 
     /// On every fixture and node, for every pair of pods and every port either
     /// serves: the verdict on the compiled rule set is the engine's on the
@@ -245,7 +246,7 @@ mod tests {
         assert_eq!(judge(&rules, &flow), FlowVerdict::NotOurs);
         let net = |s: &str| s.parse::<IpNet>().unwrap_or_else(|e| panic!("{e}"));
         let set = IpSet {
-            kind: crate::compile::SetKind::HashNet,
+            kind: crate::ruleset::SetKind::HashNet,
             entries: [
                 SetEntry::Net(net("10.0.0.0/8")),
                 SetEntry::NoMatch(net("10.1.0.0/16")),
