@@ -39,7 +39,7 @@ fn as_rendered(table: &str) -> String {
             line.split(' ')
                 .map(|word| {
                     if word.starts_with("tg-") {
-                        naming::rendered_set(word)
+                        naming::rendered_set_name(word)
                     } else {
                         word
                     }

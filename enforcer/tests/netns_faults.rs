@@ -151,7 +151,7 @@ fn agent_sigkilled_mid_apply_and_restarted_never_loses_or_mixes_enforcement() {
     let (sets, used) = sets_and_uses(&exec);
     let rendered = Syncer::new(identity(), HostExecutor, sync_options(Backend::Nft)).render(&new);
     let as_rendered: std::collections::BTreeSet<String> =
-        used.iter().map(|s| naming::rendered_set(s).to_string()).collect();
+        used.iter().map(|s| naming::rendered_set_name(s).to_string()).collect();
     assert_eq!(as_rendered, rendered.sets.keys().cloned().collect(), "sets in use");
     // The sets the killed applies built and the ones OLD used are destroyed.
     assert_eq!(sets, used, "sets left that no rule uses");
@@ -288,7 +288,7 @@ fn tg_rules(exec: &dyn Executor) -> Vec<String> {
         .map(|l| {
             l.split(' ')
                 .filter(|w| !w.starts_with('['))
-                .map(naming::rendered_set)
+                .map(naming::rendered_set_name)
                 .collect::<Vec<_>>()
                 .join(" ")
         })
@@ -413,7 +413,7 @@ fn a_restart_into_a_changed_cluster_removes_what_is_gone_and_new_pods_fail_close
     assert_eq!(in_force(&prober, &probes, &verdicts, "OLD agent"), InForce::Old);
     let chains_before = chains(&exec);
     let egress_policy = |d| {
-        naming::policy_chain(
+        naming::policy_chain_name(
             &PolicyId {
                 namespace: "x".into(),
                 name: "x-egress-to-y".into(),
@@ -423,7 +423,7 @@ fn a_restart_into_a_changed_cluster_removes_what_is_gone_and_new_pods_fail_close
     };
     let gone = [
         egress_policy(Direction::Egress),
-        naming::pod_chain("y", "b", Direction::Ingress),
+        naming::pod_chain_name("y", "b", Direction::Ingress),
     ];
     for chain in &gone {
         assert!(
@@ -453,11 +453,12 @@ fn a_restart_into_a_changed_cluster_removes_what_is_gone_and_new_pods_fail_close
         assert!(!chains_after.contains(chain), "{chain} is still there");
     }
     let (sets, used) = sets_and_uses(&exec);
-    let in_use: std::collections::BTreeSet<String> = used.iter().map(|s| naming::rendered_set(s).to_string()).collect();
+    let in_use: std::collections::BTreeSet<String> =
+        used.iter().map(|s| naming::rendered_set_name(s).to_string()).collect();
     assert_eq!(in_use, rendered.sets.keys().cloned().collect());
     let stale: Vec<&String> = sets_before
         .iter()
-        .filter(|s| !rendered.sets.contains_key(naming::rendered_set(s)))
+        .filter(|s| !rendered.sets.contains_key(naming::rendered_set_name(s)))
         .collect();
     assert!(!stale.is_empty(), "OLD had no set NEW drops: {sets_before:?}");
     for set in stale {
