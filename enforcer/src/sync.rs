@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::apply::{Applier, ApplyError, XtablesWait, backend};
+use crate::apply::{Applier, ApplyError, ApplyReport, Repairs, XtablesWait, backend};
 use crate::compile::{NodeView, compile_family};
 use crate::conntrack::{ConntrackTable, EnforceExisting, ExecConntrack, denied};
 use crate::render::{DEFAULT_ALLOW_MARK, RenderOptions, Rendered, render};
@@ -69,12 +69,18 @@ pub struct FamilyReport {
     pub chains_removed: usize,
     /// sets rebuilt (under the name the rules do not use)
     pub sets_written: usize,
+    /// sets changed in place (members added and deleted)
+    pub sets_updated: usize,
     /// stale sets destroyed
     pub sets_removed: usize,
     /// rules in force after the sync
     pub rules: usize,
     /// sets in force after the sync
     pub sets: usize,
+    /// bytes of restore script sent to the kernel
+    pub script_bytes: usize,
+    /// what a resync found drifted and rewrote (empty for a sync)
+    pub repairs: Repairs,
 }
 
 /// What one sync did: the top-level counts are the IPv4 family's (as before
@@ -87,12 +93,18 @@ pub struct SyncReport {
     pub chains_removed: usize,
     /// sets rebuilt (under the name the rules do not use)
     pub sets_written: usize,
+    /// sets changed in place (members added and deleted)
+    pub sets_updated: usize,
     /// stale sets destroyed
     pub sets_removed: usize,
     /// rules in force after the sync
     pub rules: usize,
     /// sets in force after the sync
     pub sets: usize,
+    /// bytes of restore script sent to the kernel
+    pub script_bytes: usize,
+    /// what a resync found drifted and rewrote (empty for a sync)
+    pub repairs: Repairs,
     /// the IPv6 family
     pub ipv6: FamilyReport,
     /// conntrack entries of denied connections deleted (`EnforceExisting::Delete`)
@@ -273,21 +285,38 @@ impl<E: Executor> Syncer<E> {
         &mut self,
         cluster: &tierguard::Cluster,
         family: Family,
+        repair: bool,
     ) -> Result<(FamilyReport, RuleSet), SyncError> {
         let (rules, rendered) = self.compile_and_render(cluster, family);
         self.applier(family)?;
         let Syncer { executor, appliers, .. } = self;
         let applier = appliers[Self::slot(family)].as_mut().ok_or(SyncError::NoBackend)?;
-        let report = applier
-            .apply(executor, &rendered)
-            .map_err(|e| SyncError::apply(family, e))?;
+        let (report, repairs): (ApplyReport, Repairs) = if repair {
+            applier.repair(executor, &rendered)
+        } else {
+            applier.apply(executor, &rendered).map(|r| (r, Repairs::default()))
+        }
+        .map_err(|e| SyncError::apply(family, e))?;
+        if !repairs.is_empty() {
+            tracing::info!(
+                %family,
+                chains = ?repairs.chains,
+                set_members = ?repairs.set_members,
+                sets = ?repairs.sets,
+                jump = repairs.jump,
+                "resync repaired drift"
+            );
+        }
         let family_report = FamilyReport {
             chains_written: report.chains_written,
             chains_removed: report.chains_removed,
             sets_written: report.sets_written,
+            sets_updated: report.sets_updated,
             sets_removed: report.sets_removed,
             rules: rendered.rule_count(),
             sets: rendered.sets.len(),
+            script_bytes: report.script_bytes,
+            repairs,
         };
         Ok((family_report, rules))
     }
@@ -321,16 +350,22 @@ impl<E: Executor> Syncer<E> {
     /// the conntrack entries of the connections they deny; a failure there is
     /// logged (the rules are in force) and the cut is retried on the next sync.
     pub fn sync(&mut self, cluster: &tierguard::Cluster) -> Result<SyncReport, SyncError> {
-        let (v4, rules4) = self.sync_family(cluster, Family::V4)?;
+        self.sync_or_repair(cluster, false)
+    }
+
+    fn sync_or_repair(&mut self, cluster: &tierguard::Cluster, repair: bool) -> Result<SyncReport, SyncError> {
+        let (v4, rules4) = self.sync_family(cluster, Family::V4, repair)?;
         let mut rule_sets = vec![rules4];
         let ipv6 = if self.options.ipv6 {
-            let (report, rules6) = self.sync_family(cluster, Family::V6)?;
+            let (report, rules6) = self.sync_family(cluster, Family::V6, repair)?;
             rule_sets.push(rules6);
             report
         } else {
             FamilyReport::default()
         };
-        let changed = |r: &FamilyReport| r.chains_written + r.chains_removed + r.sets_written + r.sets_removed > 0;
+        let changed = |r: &FamilyReport| {
+            r.chains_written + r.chains_removed + r.sets_written + r.sets_updated + r.sets_removed > 0
+        };
         let mut conntrack_deleted = 0;
         if self.options.enforce_existing == EnforceExisting::Delete {
             self.cut_pending |= changed(&v4) || changed(&ipv6);
@@ -348,17 +383,28 @@ impl<E: Executor> Syncer<E> {
             chains_written: v4.chains_written,
             chains_removed: v4.chains_removed,
             sets_written: v4.sets_written,
+            sets_updated: v4.sets_updated,
             sets_removed: v4.sets_removed,
             rules: v4.rules,
             sets: v4.sets,
+            script_bytes: v4.script_bytes,
+            repairs: v4.repairs,
             ipv6,
             conntrack_deleted,
         })
     }
 
-    /// A full resync: rewrites every chain and set, repairing drift (a flushed chain, a
-    /// deleted FORWARD jump, an emptied set).
+    /// A repairing resync: reads the node's chains and sets, and rewrites only what
+    /// differs from what should be there (a flushed chain, a stray rule, a deleted or
+    /// stray set member, a missing set, the FORWARD jump) along with what changed;
+    /// `repairs` in the report says what drifted.
     pub fn resync(&mut self, cluster: &tierguard::Cluster) -> Result<SyncReport, SyncError> {
+        self.sync_or_repair(cluster, true)
+    }
+
+    /// A full rewrite: forgets what was written and rewrites every chain and rebuilds
+    /// every set.
+    pub fn rewrite_all(&mut self, cluster: &tierguard::Cluster) -> Result<SyncReport, SyncError> {
         for applier in self.appliers.iter_mut().flatten() {
             applier.invalidate();
         }

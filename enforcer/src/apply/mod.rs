@@ -3,18 +3,23 @@
 //! through an [`Executor`] (sets first, then one atomic `iptables-restore
 //! --noflush`, then sets no rule uses any more).
 //!
-//! The applier keeps a hash of every chain and set it applied. A chain
-//! declared as `:TG-X - [0:0]` in a `--noflush` restore is flushed and
-//! refilled within that one transaction, so only changed chains are
-//! declared. A set in force is never changed: each set has two names, its
-//! rendered one (`tg-X`) and a B name (`tg-X-b`); a changed set is built
-//! under the name its rules do not use, and the same restore that rewrites
-//! the rules switches them to it. So a failed or killed apply leaves the
-//! previous rules matching the previous members, and a packet sees either
-//! the old rules with the old sets or the new rules with the new sets, never
-//! a mix. Chains and sets found on the node at start (a restart) are adopted
-//! with an unknown hash: they stay in force until the first sync rewrites
-//! them atomically.
+//! The applier keeps a hash of every chain it applied, and the members of
+//! every set. A chain declared as `:TG-X - [0:0]` in a `--noflush` restore is
+//! flushed and refilled within that one transaction, so only changed chains
+//! are declared. A set whose members changed is changed in place when that
+//! is cheaper than a rebuild: its new members are added in the `ipset
+//! restore` before the rule restore (so every address is in its sets before a
+//! rule relies on it), its old members deleted in a second `ipset restore`
+//! after the rule restore committed (so an address leaves a set only once no
+//! rule of the new state wants it there). A new set, a set whose type
+//! changed, one whose delta is larger than itself, or one whose content is
+//! unknown is rebuilt instead: each set has two names, its rendered one
+//! (`tg-X`) and a B name (`tg-X-b`); it is built under the name its rules do
+//! not use, and the same restore that rewrites the rules switches them to it.
+//! So a failed or killed apply leaves the previous rules in force, matching
+//! the previous members plus, at most, the additions. Chains and sets found
+//! on the node at start (a restart) are adopted with an unknown content:
+//! they stay in force until the first sync rewrites them atomically.
 //!
 //! An applier serves one address family: IPv4 (`iptables-*`, the `tg-`
 //! sets of `family inet`) or IPv6 (`ip6tables-*`, `tg-local6` and `tg-6-`
@@ -25,7 +30,7 @@ pub mod backend;
 
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write;
 use std::hash::{Hash, Hasher};
 
@@ -96,10 +101,21 @@ fn hash_of<T: Hash>(value: &T) -> u64 {
 /// What one apply must do to go from the applied state to the rendered one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// `ipset restore` script building changed sets under the name no rule uses (empty: none)
+    /// `ipset restore` script run before the rules: building new and rebuilt sets under
+    /// the name no rule uses, and adding the new members of the sets changed in place
+    /// (empty: none)
     pub set_script: String,
     /// sets it rebuilds, by rendered name
     pub sets_written: Vec<String>,
+    /// sets it changes in place (members added and deleted), by rendered name
+    pub sets_updated: Vec<String>,
+    /// `ipset restore` script run once the rule restore committed: deleting the old
+    /// members of the sets changed in place (empty: none)
+    pub set_delete_script: String,
+    /// members added to and deleted from sets in place
+    pub members_added: usize,
+    /// see `members_added`
+    pub members_deleted: usize,
     /// every set of the rendered state: rendered name, the name it is in force under
     /// once the rule script is committed, and the hash of its content
     pub sets: Vec<(String, String, u64)>,
@@ -118,13 +134,83 @@ pub struct Plan {
     pub sets_to_destroy: Vec<String>,
 }
 
-/// What is in force: names with the hash of their content (`None`: adopted, content unknown).
+/// The members of a set in force, as this applier wrote them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetContent {
+    /// the hash of `set` (a cheap test for "unchanged")
+    pub hash: u64,
+    /// type and members
+    pub set: RenderedSet,
+}
+
+impl SetContent {
+    /// The content of `set`.
+    pub fn of(set: &RenderedSet) -> SetContent {
+        SetContent {
+            hash: hash_of(set),
+            set: set.clone(),
+        }
+    }
+}
+
+/// How a set in force becomes its rendered content.
+#[derive(Debug, PartialEq, Eq)]
+enum SetChange<'a> {
+    /// nothing to do
+    Same,
+    /// in place: members to add, members to delete
+    Delta(Vec<&'a str>, Vec<&'a str>),
+    /// under the other name, switched to by the rule restore
+    Rebuild,
+}
+
+/// How `old` (the set in force; `None`: unknown) becomes `new`, whose hash is `hash`.
+fn set_change<'a>(old: Option<&'a SetContent>, new: &'a RenderedSet, hash: u64) -> SetChange<'a> {
+    let Some(old) = old else {
+        return SetChange::Rebuild;
+    };
+    if old.hash == hash && old.set == *new {
+        return SetChange::Same;
+    }
+    if old.set.kind != new.kind {
+        return SetChange::Rebuild;
+    }
+    let before: HashSet<&str> = old.set.entries.iter().map(String::as_str).collect();
+    let after: HashSet<&str> = new.entries.iter().map(String::as_str).collect();
+    let added: Vec<&str> = new
+        .entries
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !before.contains(e))
+        .collect();
+    let deleted: Vec<&str> = old
+        .set
+        .entries
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !after.contains(e))
+        .collect();
+    if added.is_empty() && deleted.is_empty() {
+        // The same members in another order: the kernel's set is already right.
+        return SetChange::Delta(added, deleted);
+    }
+    // A rebuild writes the whole set once; a delta larger than that is not cheaper.
+    // An entry with options (`CIDR nomatch`) is one whose flag may change while its
+    // address stays: an add/del by text alone could leave the other flag, so rebuild.
+    if added.len() + deleted.len() > new.entries.len() || added.iter().chain(&deleted).any(|e| e.contains(' ')) {
+        return SetChange::Rebuild;
+    }
+    SetChange::Delta(added, deleted)
+}
+
+/// What is in force: chains with the hash of their content, sets with their
+/// members (`None`: adopted, or a delta failed: content unknown).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AppliedState {
     /// chains
     pub chains: BTreeMap<String, Option<u64>>,
     /// sets, by rendered name
-    pub sets: BTreeMap<String, Option<u64>>,
+    pub sets: BTreeMap<String, Option<SetContent>>,
     /// the rendered names of the sets in force under their B name (the others are under their own)
     pub b_side: BTreeSet<String>,
     /// the enforcer's sets on the node that no rule in force uses: built by an apply
@@ -184,11 +270,25 @@ impl AppliedState {
         let mut used_after: BTreeSet<String> = BTreeSet::new();
         for (name, set) in &desired.sets {
             let hash = hash_of(set);
-            let applied = self.sets.get(name).copied();
+            let applied = self.sets.get(name);
             let current = self.name_in_force(name);
-            let target = match applied {
-                Some(Some(h)) if h == hash => current,
-                Some(_) => {
+            let change = applied.map(|content| set_change(content.as_ref(), set, hash));
+            let target = match change {
+                Some(SetChange::Same) => current,
+                Some(SetChange::Delta(added, deleted)) => {
+                    // In force and of the right type: its members change where they are.
+                    for entry in &added {
+                        let _ = writeln!(plan.set_script, "add {current} {entry} -exist");
+                    }
+                    for entry in &deleted {
+                        let _ = writeln!(plan.set_delete_script, "del {current} {entry} -exist");
+                    }
+                    plan.members_added += added.len();
+                    plan.members_deleted += deleted.len();
+                    plan.sets_updated.push(name.clone());
+                    current
+                }
+                Some(SetChange::Rebuild) => {
                     // In force under `current`: built under its other name, used from the rule restore on.
                     let other = naming::other_side_name(&current);
                     set_script(&mut plan.set_script, &other, set, desired.family);
@@ -304,6 +404,180 @@ pub fn parse_save(save: &str) -> SavedFilter {
     out
 }
 
+/// A rule as option groups, whatever order and quoting `iptables-save` prints it in:
+/// each group is an option with its arguments (`--match-set tg-x dst`, `! -s 10.0.0.1/32`),
+/// sorted. `iptables-save` moves `-p` first and reorders some targets' options, and
+/// quotes comments only when they have a space; none of that changes the groups.
+fn rule_form(rule: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in rule.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut current));
+                    any = false;
+                }
+            }
+            c => {
+                current.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(current);
+    }
+    let mut groups: Vec<String> = Vec::new();
+    let mut negate = false;
+    for word in words {
+        if word == "!" {
+            negate = true;
+        } else if word.starts_with('-') && word.len() > 1 {
+            groups.push(if negate { format!("! {word}") } else { word });
+            negate = false;
+        } else if let Some(last) = groups.last_mut() {
+            last.push(' ');
+            last.push_str(&word);
+        } else {
+            groups.push(word);
+        }
+    }
+    groups.sort();
+    groups
+}
+
+/// The comparable form of a chain's rules.
+fn chain_form<S: AsRef<str>>(rules: &[S]) -> u64 {
+    hash_of(&rules.iter().map(|r| rule_form(r.as_ref())).collect::<Vec<_>>())
+}
+
+/// A set member as `ipset save` prints it: the address of a host prefix without
+/// its length, addresses in their canonical form, options kept.
+pub fn member_form(entry: &str) -> String {
+    let mut words = entry.split_whitespace();
+    let first = words.next().unwrap_or_default();
+    let address = if let Ok(net) = first.parse::<ipnet::IpNet>() {
+        if net.prefix_len() == net.max_prefix_len() {
+            net.addr().to_string()
+        } else {
+            net.to_string()
+        }
+    } else if let Ok(ip) = first.parse::<std::net::IpAddr>() {
+        ip.to_string()
+    } else {
+        first.to_string()
+    };
+    let mut out = address;
+    for word in words {
+        out.push(' ');
+        out.push_str(word);
+    }
+    out
+}
+
+/// The enforcer's rules as `iptables-save -t filter` prints them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SavedChains {
+    /// TG- chains with their rule specs (after `-A NAME `)
+    pub chains: BTreeMap<String, Vec<String>>,
+    /// whether a rule of `FORWARD` jumps to `TG-FORWARD`
+    pub jump: bool,
+}
+
+/// Reads the TG- chains' rules from `iptables-save -t filter` output.
+pub fn parse_saved_chains(save: &str) -> SavedChains {
+    let mut out = SavedChains::default();
+    let mut in_filter = false;
+    for line in save.lines() {
+        if let Some(table) = line.strip_prefix('*') {
+            in_filter = table == "filter";
+            continue;
+        }
+        if !in_filter {
+            continue;
+        }
+        if let Some(decl) = line.strip_prefix(':') {
+            let name = decl.split_whitespace().next().unwrap_or_default();
+            if naming::is_owned_chain(name) {
+                out.chains.entry(name.to_string()).or_default();
+            }
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
+            if naming::is_owned_chain(chain) {
+                out.chains.entry(chain.to_string()).or_default().push(spec.to_string());
+            } else if chain == "FORWARD" {
+                let words: Vec<&str> = spec.split_whitespace().collect();
+                out.jump |= words
+                    .windows(2)
+                    .any(|w| (w[0] == "-j" || w[0] == "-g") && w[1] == naming::FORWARD_CHAIN);
+            }
+        }
+    }
+    out
+}
+
+/// A set as `ipset save` prints it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SavedSet {
+    /// the `create` line's words after the name (`hash:ip family inet hashsize ...`)
+    pub create: Vec<String>,
+    /// members as printed (after `add NAME `)
+    pub members: Vec<String>,
+}
+
+/// Reads the enforcer's sets from `ipset save` output.
+pub fn parse_ipset_save(save: &str) -> BTreeMap<String, SavedSet> {
+    let mut out: BTreeMap<String, SavedSet> = BTreeMap::new();
+    for line in save.lines() {
+        let mut words = line.splitn(3, ' ');
+        let (verb, name, rest) = (
+            words.next().unwrap_or_default(),
+            words.next().unwrap_or_default(),
+            words.next().unwrap_or_default().trim(),
+        );
+        if !naming::is_owned_set(name) {
+            continue;
+        }
+        match verb {
+            "create" => {
+                out.entry(name.to_string()).or_default().create = rest.split_whitespace().map(str::to_string).collect();
+            }
+            "add" => out.entry(name.to_string()).or_default().members.push(rest.to_string()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// What a repair found on the node different from what the applier last wrote;
+/// each is rewritten by the apply that follows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Repairs {
+    /// chains whose rules differ (flushed, a rule added, deleted or changed), missing
+    /// ones, and TG- chains this applier did not write
+    pub chains: Vec<String>,
+    /// set members missing (`tg-x +10.0.0.1`) or stray (`tg-x -10.0.0.9`)
+    pub set_members: Vec<String>,
+    /// sets missing or of another type, and tg- sets this applier did not write
+    pub sets: Vec<String>,
+    /// whether the `FORWARD` jump was missing
+    pub jump: bool,
+}
+
+impl Repairs {
+    /// Whether nothing drifted.
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty() && self.set_members.is_empty() && self.sets.is_empty() && !self.jump
+    }
+}
+
 /// The applier: the applied state plus the means to change it.
 #[derive(Debug)]
 pub struct Applier {
@@ -315,6 +589,9 @@ pub struct Applier {
     readopt: bool,
     /// how long iptables waits for the xtables lock
     xtables_wait: XtablesWait,
+    /// per chain, for the content this applier wrote (its hash), the form the kernel
+    /// prints it in, where that differs from the form of the rules as written
+    kernel_forms: BTreeMap<String, (u64, u64)>,
 }
 
 /// How long the iptables tools wait for the xtables lock (`/run/xtables.lock`),
@@ -360,8 +637,16 @@ pub struct ApplyReport {
     pub chains_removed: usize,
     /// sets rebuilt
     pub sets_written: usize,
+    /// sets changed in place
+    pub sets_updated: usize,
+    /// members added to sets changed in place
+    pub members_added: usize,
+    /// members deleted from sets changed in place
+    pub members_deleted: usize,
     /// sets destroyed
     pub sets_removed: usize,
+    /// bytes of restore script sent to the kernel (ipset and iptables)
+    pub script_bytes: usize,
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -382,6 +667,7 @@ impl Applier {
             state: AppliedState::default(),
             readopt: false,
             xtables_wait: XtablesWait::default(),
+            kernel_forms: BTreeMap::new(),
         }
     }
 
@@ -466,7 +752,7 @@ impl Applier {
         Ok(())
     }
 
-    /// Forgets the content hashes, so the next apply rewrites every chain and set (drift repair).
+    /// Forgets what is in force, so the next apply rewrites every chain and rebuilds every set.
     pub fn invalidate(&mut self) {
         self.state.chains.values_mut().for_each(|h| *h = None);
         self.state.sets.values_mut().for_each(|h| *h = None);
@@ -485,6 +771,13 @@ impl Applier {
             for (name, target, _) in &plan.sets {
                 if written.contains(name) {
                     self.state.spare.insert(target.clone());
+                }
+            }
+            // Until the deletions are done too these sets hold neither the old members
+            // nor the new ones: should this apply stop here, the next one rebuilds them.
+            for name in &plan.sets_updated {
+                if let Some(content) = self.state.sets.get_mut(name) {
+                    *content = None;
                 }
             }
             executor
@@ -509,8 +802,12 @@ impl Applier {
             self.state.sets.remove(name);
             self.state.b_side.remove(name);
         }
-        for (name, target, hash) in &plan.sets {
-            self.state.sets.insert(name.clone(), Some(*hash));
+        let changed: BTreeSet<&String> = plan.sets_written.iter().chain(&plan.sets_updated).collect();
+        for (name, target, _) in &plan.sets {
+            if changed.contains(name) {
+                let content = desired.sets.get(name).map(SetContent::of);
+                self.state.sets.insert(name.clone(), content);
+            }
             if *target == *name {
                 self.state.b_side.remove(name);
             } else {
@@ -519,6 +816,17 @@ impl Applier {
             self.state.spare.remove(target);
         }
         self.state.spare.extend(plan.sets_to_destroy.iter().cloned());
+        if !plan.set_delete_script.is_empty() {
+            // The rules that no longer want these members are committed: they may go.
+            if let Err(e) = executor.run("ipset", &args(&["restore"]), Some(&plan.set_delete_script)) {
+                for name in &plan.sets_updated {
+                    if let Some(content) = self.state.sets.get_mut(name) {
+                        *content = None;
+                    }
+                }
+                return Err(restore_error(self.set_tool(), &plan.set_delete_script, e));
+            }
+        }
         self.ensure_jump(executor)?;
         let mut sets_removed = 0;
         let removed: BTreeSet<&str> = plan.sets_removed.iter().map(String::as_str).collect();
@@ -530,6 +838,10 @@ impl Applier {
                         sets_removed += 1;
                     }
                 }
+                // Gone already (destroyed by hand): nothing left to do.
+                Err(e) if e.stderr.contains("does not exist") => {
+                    self.state.spare.remove(name);
+                }
                 // Still referenced by something: kept as a spare, retried next sync.
                 Err(e) => tracing::warn!(set = %name, error = %e, "could not destroy a set no rule uses"),
             }
@@ -538,8 +850,165 @@ impl Applier {
             chains_written: plan.chains_written.len(),
             chains_removed: plan.chains_removed.len(),
             sets_written: plan.sets_written.len(),
+            sets_updated: plan.sets_updated.len(),
+            members_added: plan.members_added,
+            members_deleted: plan.members_deleted,
             sets_removed,
+            script_bytes: plan.set_script.len() + plan.rule_script.len() + plan.set_delete_script.len(),
         })
+    }
+
+    /// Compares the node with what this applier last wrote (`iptables-save -t filter`,
+    /// `ipset save`), and brings it to `desired`, rewriting what changed and what
+    /// drifted: chains whose rules differ, set members missing or stray (added and
+    /// deleted in place), missing sets and chains, the FORWARD jump. Chains and sets
+    /// of unknown content (adopted) are rewritten whole, as by [`Applier::apply`],
+    /// and are not counted as repairs.
+    pub fn repair(
+        &mut self,
+        executor: &dyn Executor,
+        desired: &Rendered,
+    ) -> Result<(ApplyReport, Repairs), ApplyError> {
+        if self.readopt {
+            self.adopt(executor)?;
+        }
+        let save = executor.run(&self.program("-save"), &args(&["-t", "filter"]), None)?;
+        let saved = parse_saved_chains(&save);
+        let sets_save = executor.run("ipset", &args(&["save"]), None)?;
+        let saved_sets = parse_ipset_save(&sets_save);
+        let repairs = self.find_drift(desired, &saved, &saved_sets);
+        let report = self.apply(executor, desired)?;
+        if !repairs.chains.is_empty() {
+            // Record how the kernel prints the chains just rewritten where that is not
+            // the form they were written in, so the next repair does not see drift there.
+            let save = executor.run(&self.program("-save"), &args(&["-t", "filter"]), None)?;
+            let after = parse_saved_chains(&save);
+            let b_names = self.b_names();
+            let names: BTreeMap<&str, &str> = b_names.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            for name in &repairs.chains {
+                let (Some(rules), Some(kernel)) = (desired.chains.get(name), after.chains.get(name)) else {
+                    continue;
+                };
+                let written: Vec<Cow<str>> = rules.iter().map(|r| with_set_names(r, &names)).collect();
+                let (ours, theirs) = (chain_form(&written), chain_form(kernel));
+                if ours != theirs {
+                    self.kernel_forms.insert(name.clone(), (hash_of(&written), theirs));
+                }
+            }
+        }
+        Ok((report, repairs))
+    }
+
+    /// Rendered set name -> the name it is in force under, for the sets not under their own.
+    fn b_names(&self) -> BTreeMap<String, String> {
+        self.state
+            .b_side
+            .iter()
+            .map(|name| (name.clone(), naming::other_side_name(name)))
+            .collect()
+    }
+
+    /// Marks in the state what differs on the node from what it says was written, so
+    /// that the next plan rewrites it; returns what it marked.
+    fn find_drift(
+        &mut self,
+        desired: &Rendered,
+        saved: &SavedChains,
+        saved_sets: &BTreeMap<String, SavedSet>,
+    ) -> Repairs {
+        let mut repairs = Repairs::default();
+        repairs.jump = !saved.jump && self.state.chains.contains_key(naming::FORWARD_CHAIN);
+        let b_names = self.b_names();
+        let names: BTreeMap<&str, &str> = b_names.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        for (name, applied) in self.state.chains.iter_mut() {
+            let Some(hash) = *applied else {
+                continue;
+            };
+            let drifted = match saved.chains.get(name) {
+                None => true,
+                Some(kernel) => {
+                    let expected = match self.kernel_forms.get(name) {
+                        Some((written, form)) if *written == hash => Some(*form),
+                        _ => desired.chains.get(name).and_then(|rules| {
+                            let written: Vec<Cow<str>> = rules.iter().map(|r| with_set_names(r, &names)).collect();
+                            // Only what is still wanted can be compared: a chain the desired
+                            // state changes is rewritten anyway.
+                            (hash_of(&written) == hash).then(|| chain_form(&written))
+                        }),
+                    };
+                    expected.is_some_and(|form| form != chain_form(kernel))
+                }
+            };
+            if drifted {
+                repairs.chains.push(name.clone());
+                *applied = None;
+            }
+        }
+        for name in saved.chains.keys() {
+            if !self.state.chains.contains_key(name) {
+                repairs.chains.push(name.clone());
+                self.state.chains.insert(name.clone(), None);
+            }
+        }
+        let family = self.family;
+        let mut in_force: BTreeSet<String> = BTreeSet::new();
+        for (name, applied) in self.state.sets.iter_mut() {
+            let current = b_names.get(name).cloned().unwrap_or_else(|| name.clone());
+            in_force.insert(current.clone());
+            let Some(content) = applied else {
+                continue;
+            };
+            let Some(kernel) = saved_sets.get(&current) else {
+                repairs.sets.push(current);
+                *applied = None;
+                continue;
+            };
+            let options = set_options(family);
+            let expected_create = format!("{} {options}", content.set.kind.as_str());
+            let kernel_create = kernel.create.join(" ");
+            if !kernel_create.starts_with(&expected_create) {
+                repairs.sets.push(current);
+                *applied = None;
+                continue;
+            }
+            let wanted: HashSet<String> = content.set.entries.iter().map(|e| member_form(e)).collect();
+            let present: HashSet<String> = kernel.members.iter().map(|e| member_form(e)).collect();
+            let before = repairs.set_members.len();
+            let mut entries: Vec<String> = Vec::with_capacity(content.set.entries.len());
+            for entry in &content.set.entries {
+                if present.contains(&member_form(entry)) {
+                    entries.push(entry.clone());
+                } else {
+                    repairs.set_members.push(format!("{current} +{entry}"));
+                }
+            }
+            for member in &kernel.members {
+                if !wanted.contains(&member_form(member)) {
+                    repairs.set_members.push(format!("{current} -{member}"));
+                    entries.push(member.clone());
+                }
+            }
+            if repairs.set_members.len() > before {
+                // What the kernel holds: the plan's delta adds what is missing and
+                // deletes what is stray.
+                let set = RenderedSet {
+                    kind: content.set.kind,
+                    entries,
+                };
+                *content = SetContent::of(&set);
+            }
+        }
+        for name in saved_sets.keys() {
+            if naming::set_family(name) == family
+                && !name.starts_with(naming::TMP_SET_PREFIX)
+                && !in_force.contains(name)
+                && !self.state.spare.contains(name)
+            {
+                repairs.sets.push(name.clone());
+                self.state.spare.insert(name.clone());
+            }
+        }
+        repairs
     }
 
     /// Inserts `FORWARD -j TG-FORWARD` at the top unless it is there.
@@ -611,14 +1080,15 @@ mod tests {
         out
     }
 
-    /// The state after `plan` committed.
-    fn committed(state: &AppliedState, plan: &Plan) -> AppliedState {
+    /// The state after `plan` (for `desired`) committed.
+    fn committed(state: &AppliedState, plan: &Plan, desired: &Rendered) -> AppliedState {
         let mut next = state.clone();
         next.chains = plan.chain_hashes.iter().map(|(c, h)| (c.clone(), Some(*h))).collect();
         next.sets.clear();
         next.b_side.clear();
-        for (name, target, hash) in &plan.sets {
-            next.sets.insert(name.clone(), Some(*hash));
+        for (name, target, _) in &plan.sets {
+            next.sets
+                .insert(name.clone(), desired.sets.get(name).map(SetContent::of));
             if target != name {
                 next.b_side.insert(name.clone());
             }
@@ -639,10 +1109,11 @@ mod tests {
             "{}",
             first.rule_script
         );
-        let state = committed(&AppliedState::default(), &first);
+        let state = committed(&AppliedState::default(), &first, &rendered(&["10.0.0.1"]));
         assert_eq!(state.plan(&rendered(&["10.0.0.1"])).rule_script, "");
 
-        let second = state.plan(&rendered(&["10.0.0.1", "10.0.0.2"]));
+        // Two added and one deleted: more than the new set's two members, so rebuilt.
+        let second = state.plan(&rendered(&["10.0.0.3", "10.0.0.2"]));
         assert!(
             !second.set_script.contains("tg-local "),
             "the set in force is untouched: {}",
@@ -661,16 +1132,250 @@ mod tests {
             second.rule_script
         );
         assert_eq!(second.sets_to_destroy, ["tg-local"]);
-        let state = committed(&state, &second);
-        assert_eq!(state.plan(&rendered(&["10.0.0.1", "10.0.0.2"])).rule_script, "");
+        let state = committed(&state, &second, &rendered(&["10.0.0.3", "10.0.0.2"]));
+        assert_eq!(state.plan(&rendered(&["10.0.0.3", "10.0.0.2"])).rule_script, "");
 
-        let third = state.plan(&rendered(&["10.0.0.2"]));
+        let third = state.plan(&rendered(&["10.0.0.4"]));
         assert!(
-            third.set_script.contains("add tg-local 10.0.0.2"),
+            third.set_script.contains("add tg-local 10.0.0.4"),
             "{}",
             third.set_script
         );
         assert_eq!(third.sets_to_destroy, ["tg-local-b"]);
+    }
+
+    #[test]
+    fn a_set_in_force_changes_in_place_adding_before_the_rules_and_deleting_after() {
+        let one = rendered(&["10.0.0.1", "10.0.0.2"]);
+        let first = AppliedState::default().plan(&one);
+        let state = committed(&AppliedState::default(), &first, &one);
+
+        let two = rendered(&["10.0.0.1", "10.0.0.3"]);
+        let plan = state.plan(&two);
+        assert_eq!(plan.set_script, "add tg-local 10.0.0.3 -exist\n");
+        assert_eq!(plan.set_delete_script, "del tg-local 10.0.0.2 -exist\n");
+        assert_eq!(plan.sets_updated, ["tg-local"]);
+        assert!(plan.sets_written.is_empty());
+        assert_eq!(plan.rule_script, "", "the rules keep using tg-local");
+        assert!(plan.sets_to_destroy.is_empty());
+        let state = committed(&state, &plan, &two);
+        assert_eq!(
+            state.plan(&two),
+            Plan {
+                sets: plan.sets.clone(),
+                chain_hashes: plan.chain_hashes.clone(),
+                ..Plan::default()
+            }
+        );
+
+        // A set whose content is unknown (adopted, or a failed delta) is rebuilt.
+        let mut unknown = state.clone();
+        unknown.sets.insert("tg-local".into(), None);
+        let plan = unknown.plan(&two);
+        assert!(plan.set_script.contains("flush tg-local-b"), "{}", plan.set_script);
+        assert_eq!(plan.set_delete_script, "");
+
+        // A changed type is rebuilt.
+        let mut net = two.clone();
+        if let Some(set) = net.sets.get_mut("tg-local") {
+            set.kind = SetKind::HashIp;
+        }
+        let plan = state.plan(&net);
+        assert_eq!(plan.sets_written, ["tg-local"]);
+        assert!(plan.sets_updated.is_empty());
+    }
+
+    #[test]
+    fn an_entry_with_options_is_rebuilt_not_deleted_by_text() {
+        let old = RenderedSet {
+            kind: SetKind::HashNet,
+            entries: vec!["10.0.0.0/8".into(), "10.1.0.0/16 nomatch".into(), "10.2.0.0/16".into()],
+        };
+        let new = RenderedSet {
+            kind: SetKind::HashNet,
+            entries: vec!["10.0.0.0/8".into(), "10.1.0.0/16".into(), "10.2.0.0/16".into()],
+        };
+        let content = SetContent::of(&old);
+        assert_eq!(set_change(Some(&content), &new, hash_of(&new)), SetChange::Rebuild);
+        assert_eq!(set_change(Some(&content), &old, hash_of(&old)), SetChange::Same);
+    }
+
+    /// A node whose `iptables-save` and `ipset save` print what the test says (the
+    /// saves one after the other, the last one from then on); records stdin.
+    struct Node {
+        save: std::sync::Mutex<Vec<String>>,
+        ipset_save: std::sync::Mutex<String>,
+        scripts: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Node {
+        fn new() -> Node {
+            Node {
+                save: std::sync::Mutex::new(Vec::new()),
+                ipset_save: std::sync::Mutex::new(String::new()),
+                scripts: std::sync::Mutex::new(Vec::new()),
+            }
+        }
+
+        fn prints(&self, saves: &[&str], ipset_save: &str) {
+            if let (Ok(mut a), Ok(mut b)) = (self.save.lock(), self.ipset_save.lock()) {
+                *a = saves.iter().rev().map(|s| s.to_string()).collect();
+                *b = ipset_save.to_string();
+            }
+            if let Ok(mut s) = self.scripts.lock() {
+                s.clear();
+            }
+        }
+
+        fn scripts(&self) -> Vec<String> {
+            self.scripts.lock().map(|s| s.clone()).unwrap_or_default()
+        }
+    }
+
+    impl Executor for Node {
+        fn run(&self, program: &str, args: &[String], stdin: Option<&str>) -> Result<String, ExecError> {
+            if let (Some(text), Ok(mut s)) = (stdin, self.scripts.lock()) {
+                s.push(text.to_string());
+            }
+            let out = if program.ends_with("-save") {
+                let mut saves = self.save.lock().map_err(|_| ExecError {
+                    program: program.into(),
+                    args: args.to_vec(),
+                    code: None,
+                    stderr: "poisoned".into(),
+                })?;
+                if saves.len() > 1 {
+                    saves.pop().unwrap_or_default()
+                } else {
+                    saves.last().cloned().unwrap_or_default()
+                }
+            } else if program == "ipset" && args.first().is_some_and(|a| a == "save") {
+                self.ipset_save.lock().map(|s| s.clone()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(out)
+        }
+    }
+
+    fn two_chains() -> Rendered {
+        let mut out = rendered(&["10.0.0.1/32", "10.0.0.2/32"]);
+        out.chains.insert(
+            "TG-P-1-E".into(),
+            vec![
+                "-m set --match-set tg-local dst -p udp -m udp --dport 53 -m comment --comment \"a b\" -j ACCEPT"
+                    .into(),
+            ],
+        );
+        out
+    }
+
+    /// `iptables-save` of `two_chains` as the kernel prints it (options reordered, the jump in FORWARD).
+    const SAVED: &str = "*filter\n:FORWARD ACCEPT [0:0]\n:TG-FORWARD - [0:0]\n:TG-P-1-E - [0:0]\n\
+        -A FORWARD -m comment --comment tierguard -j TG-FORWARD\n\
+        -A TG-FORWARD -m set ! --match-set tg-local src -m set ! --match-set tg-local dst -j RETURN\n\
+        -A TG-P-1-E -p udp -m set --match-set tg-local dst -m udp --dport 53 -m comment --comment \"a b\" -j ACCEPT\n\
+        COMMIT\n";
+    const SETS: &str = "create tg-local hash:net family inet hashsize 1024 maxelem 1048576 bucketsize 12 initval 0x1\n\
+        add tg-local 10.0.0.2\nadd tg-local 10.0.0.1\ncreate other hash:ip family inet\nadd other 1.2.3.4\n";
+
+    #[test]
+    fn a_repair_rewrites_exactly_what_drifted() {
+        let node = Node::new();
+        let desired = two_chains();
+        let mut applier = Applier::new(Backend::Nft);
+        applier.apply(&node, &desired).unwrap_or_else(|e| panic!("{e}"));
+
+        node.prints(&[SAVED], SETS);
+        let (report, repairs) = applier.repair(&node, &desired).unwrap_or_else(|e| panic!("{e}"));
+        assert!(repairs.is_empty(), "{repairs:?}");
+        assert_eq!(
+            (report.chains_written, report.sets_updated, report.script_bytes),
+            (0, 0, 0)
+        );
+
+        // A flushed chain, a stray rule, a deleted member, a stray member, a stray set, no jump.
+        let drifted = SAVED
+            .replace("-A FORWARD -m comment --comment tierguard -j TG-FORWARD\n", "")
+            .replace(
+                "-A TG-FORWARD -m set ! --match-set tg-local src -m set ! --match-set tg-local dst -j RETURN\n",
+                "",
+            )
+            .replace("COMMIT", "-A TG-P-1-E -j ACCEPT\nCOMMIT");
+        let sets = SETS.replace("add tg-local 10.0.0.1\n", "add tg-local 10.9.0.0/16\n")
+            + "create tg-stray hash:ip family inet hashsize 1024 maxelem 1048576\n";
+        // The save after the rewrite prints the repaired chains.
+        node.prints(&[&drifted, SAVED], &sets);
+        let (report, repairs) = applier.repair(&node, &desired).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(repairs.chains, ["TG-FORWARD", "TG-P-1-E"]);
+        assert_eq!(repairs.set_members, ["tg-local +10.0.0.1/32", "tg-local -10.9.0.0/16"]);
+        assert_eq!(repairs.sets, ["tg-stray"]);
+        assert!(repairs.jump);
+        assert_eq!(
+            (report.chains_written, report.sets_updated, report.sets_written),
+            (2, 1, 0)
+        );
+        let scripts = node.scripts();
+        assert_eq!(scripts[0], "add tg-local 10.0.0.1/32 -exist\n", "{scripts:?}");
+        assert!(
+            scripts[1].contains(":TG-FORWARD - [0:0]\n:TG-P-1-E - [0:0]\n"),
+            "{scripts:?}"
+        );
+        assert_eq!(scripts[2], "del tg-local 10.9.0.0/16 -exist\n", "{scripts:?}");
+        assert_eq!(scripts.len(), 3, "{scripts:?}");
+
+        // Repaired: the node prints what was written again, nothing to do.
+        node.prints(&[SAVED], SETS);
+        let (report, repairs) = applier.repair(&node, &desired).unwrap_or_else(|e| panic!("{e}"));
+        assert!(repairs.is_empty(), "{repairs:?}");
+        assert_eq!(report.script_bytes, 0);
+    }
+
+    #[test]
+    fn rule_forms_ignore_what_iptables_save_reorders_and_unquotes() {
+        assert_eq!(
+            rule_form("-m set --match-set tg-x dst -p tcp -m tcp --dport 80 -m comment --comment \"x\" -j ACCEPT"),
+            rule_form("-p tcp -m set --match-set tg-x dst -m tcp --dport 80 -m comment --comment x -j ACCEPT"),
+        );
+        assert_ne!(
+            rule_form("-m set ! --match-set tg-x src -j RETURN"),
+            rule_form("-m set --match-set tg-x src -j RETURN"),
+        );
+        assert_ne!(
+            rule_form("-s 10.0.0.1/32 -d 10.0.0.2/32 -j ACCEPT"),
+            rule_form("-s 10.0.0.2/32 -d 10.0.0.1/32 -j ACCEPT")
+        );
+        assert_eq!(member_form("10.0.0.1/32"), "10.0.0.1");
+        assert_eq!(member_form("2001:db8:0::1"), "2001:db8::1");
+        assert_eq!(member_form("10.1.0.0/16 nomatch"), "10.1.0.0/16 nomatch");
+    }
+
+    #[test]
+    fn a_failed_deletion_batch_fails_the_apply_and_the_next_rebuilds_the_set() {
+        struct FailDeletes;
+        impl Executor for FailDeletes {
+            fn run(&self, program: &str, args: &[String], stdin: Option<&str>) -> Result<String, ExecError> {
+                if stdin.is_some_and(|s| s.starts_with("del ")) {
+                    return Err(ExecError {
+                        program: program.into(),
+                        args: args.to_vec(),
+                        code: Some(1),
+                        stderr: "ipset v7: Error in line 1: boom".into(),
+                    });
+                }
+                Ok(String::new())
+            }
+        }
+        let mut applier = Applier::new(Backend::Nft);
+        applier
+            .apply(&FailDeletes, &rendered(&["10.0.0.1", "10.0.0.2"]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let next = rendered(&["10.0.0.1", "10.0.0.3"]);
+        assert!(applier.apply(&FailDeletes, &next).is_err());
+        assert_eq!(applier.state.sets.get("tg-local"), Some(&None), "content unknown");
+        let plan = applier.state.plan(&next);
+        assert_eq!(plan.sets_written, ["tg-local"], "rebuilt from scratch");
+        assert!(plan.set_script.contains("flush tg-local-b"), "{}", plan.set_script);
     }
 
     #[test]

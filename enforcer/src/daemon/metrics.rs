@@ -50,6 +50,44 @@ pub struct EventLabels {
 
 type LatencyFamily = Family<EventLabels, Histogram, fn() -> Histogram>;
 
+/// What a resync repaired (the `kind` label).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RepairKind {
+    /// a chain whose rules differed, or that was missing or stray
+    Chain,
+    /// a set member missing or stray
+    SetMember,
+    /// a set missing, of another type, or stray
+    Set,
+    /// the FORWARD jump
+    Jump,
+}
+
+impl RepairKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepairKind::Chain => "chain",
+            RepairKind::SetMember => "set_member",
+            RepairKind::Set => "set",
+            RepairKind::Jump => "jump",
+        }
+    }
+}
+
+impl EncodeLabelValue for RepairKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// Labels of the repair counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepairLabels {
+    /// what was repaired
+    pub kind: RepairKind,
+}
+
 /// From 1 ms (an event synced at once) to 10 s (long syncs, retries), finest
 /// around the minimum sync interval.
 const EVENT_LATENCY_BUCKETS: [f64; 13] = [
@@ -82,6 +120,8 @@ pub struct Metrics {
     pub coalesced_events: Counter,
     /// conntrack entries of connections the new rules deny, deleted (`--enforce-existing delete`)
     pub conntrack_deleted: Counter,
+    /// what resyncs found drifted on the node and rewrote, by kind
+    pub resync_repairs: Family<RepairLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -103,6 +143,7 @@ impl Metrics {
         let event_to_applied: LatencyFamily = Family::new_with_constructor(event_latency_histogram);
         let coalesced_events = Counter::default();
         let conntrack_deleted = Counter::default();
+        let resync_repairs = Family::<RepairLabels, Counter>::default();
         registry.register(
             "sync_duration_seconds",
             "Time to compile, render and apply the node's rules",
@@ -132,6 +173,11 @@ impl Metrics {
             "Conntrack entries of established connections the new rules deny, deleted",
             conntrack_deleted.clone(),
         );
+        registry.register(
+            "resync_repairs",
+            "Drift a resync found on the node and rewrote, by kind",
+            resync_repairs.clone(),
+        );
         Metrics {
             registry,
             sync_duration,
@@ -143,6 +189,24 @@ impl Metrics {
             conntrack_deleted,
             event_to_applied,
             coalesced_events,
+            resync_repairs,
+        }
+    }
+
+    /// Counts what a resync repaired.
+    pub fn observe_repairs(&self, repairs: &crate::apply::Repairs) {
+        let counts = [
+            (RepairKind::Chain, repairs.chains.len()),
+            (RepairKind::SetMember, repairs.set_members.len()),
+            (RepairKind::Set, repairs.sets.len()),
+            (RepairKind::Jump, usize::from(repairs.jump)),
+        ];
+        for (kind, count) in counts {
+            if count > 0 {
+                self.resync_repairs
+                    .get_or_create(&RepairLabels { kind })
+                    .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+            }
         }
     }
 
@@ -174,5 +238,30 @@ mod tests {
         metrics.conntrack_deleted.inc_by(3);
         let text = metrics.encode();
         assert!(text.contains("tierguard_enforcer_conntrack_deleted_total 3"), "{text}");
+    }
+
+    #[test]
+    fn repairs_are_counted_by_kind() {
+        let metrics = Metrics::new();
+        metrics.observe_repairs(&crate::apply::Repairs {
+            chains: vec!["TG-EGRESS".into(), "TG-X".into()],
+            set_members: vec!["tg-local +10.0.0.1/32".into()],
+            sets: vec![],
+            jump: true,
+        });
+        let text = metrics.encode();
+        assert!(
+            text.contains("tierguard_enforcer_resync_repairs_total{kind=\"chain\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tierguard_enforcer_resync_repairs_total{kind=\"set_member\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tierguard_enforcer_resync_repairs_total{kind=\"jump\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("kind=\"set\"}"), "{text}");
     }
 }

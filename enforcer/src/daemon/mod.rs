@@ -173,6 +173,8 @@ fn apply<E: Executor>(
     match &result {
         Ok(report) => {
             metrics.syncs.inc();
+            metrics.observe_repairs(&report.repairs);
+            metrics.observe_repairs(&report.ipv6.repairs);
             metrics
                 .conntrack_deleted
                 .inc_by(u64::try_from(report.conntrack_deleted).unwrap_or(u64::MAX));
