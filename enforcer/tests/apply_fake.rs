@@ -141,25 +141,6 @@ fn sets_before_rules_then_jump_and_only_changes_afterwards() {
     assert!(destroys.iter().all(|&i| i > restore));
 }
 
-/// The sets an `ipset restore` script creates, flushes, fills, swaps or destroys.
-fn sets_touched(script: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for line in script.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["swap", a, b, ..] => {
-                out.insert(a.to_string());
-                out.insert(b.to_string());
-            }
-            [_, name, ..] => {
-                out.insert(name.to_string());
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 /// The sets the rules of an `iptables-restore` script match.
 fn sets_matched(script: &str) -> BTreeSet<String> {
     let words: Vec<&str> = script.split_whitespace().collect();
@@ -171,7 +152,7 @@ fn sets_matched(script: &str) -> BTreeSet<String> {
 }
 
 #[test]
-fn a_changed_set_is_built_aside_and_a_failed_rule_restore_leaves_the_sets_in_force_untouched() {
+fn a_changed_set_gains_members_before_the_rules_and_after_a_failed_rule_restore_is_rebuilt_aside() {
     let (mut cluster, node) = fixture();
     let fake = Fake::default();
     let mut syncer = Syncer::new(node, &fake, options());
@@ -204,20 +185,26 @@ fn a_changed_set_is_built_aside_and_a_failed_rule_restore_leaves_the_sets_in_for
         .find(|c| c.0 == "ipset" && c.1 == ["restore"])
         .and_then(|c| c.2.clone())
         .unwrap_or_default();
-    let touched = sets_touched(&set_script);
-    assert!(touched.contains("tg-local-b"), "{set_script}");
-    // The failed restore left the old rules in force, matching sets nothing changed.
-    let changed_in_force: Vec<&String> = touched.intersection(&in_force).collect();
+    // The sets in force only gained the new address (which no old rule names), before
+    // the rules: nothing was flushed, created or deleted under the old rules.
+    assert!(set_script.contains("add tg-local 10.0.1.9/32 -exist"), "{set_script}");
     assert!(
-        changed_in_force.is_empty(),
-        "{changed_in_force:?} changed under the old rules:\n{set_script}"
+        set_script.lines().all(|l| l.starts_with("add ")),
+        "only additions under the old rules:\n{set_script}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.2.as_deref().is_some_and(|s| s.starts_with("del "))),
+        "no deletion after a failed rule restore: {calls:?}"
     );
     assert!(
         !calls.iter().any(|c| c.1.first().is_some_and(|a| a == "destroy")),
         "{calls:?}"
     );
 
-    // The retry builds the set again and switches the rules to it in the one restore,
+    // The set's content is unknown now (the additions went in, the rules did not): the
+    // retry builds it again aside and switches the rules to it in the one restore,
     // then destroys the set the old rules used.
     if let Ok(mut f) = fake.fail_restore_line.lock() {
         *f = None;
@@ -243,17 +230,32 @@ fn a_changed_set_is_built_aside_and_a_failed_rule_restore_leaves_the_sets_in_for
         "{calls:?}"
     );
 
-    // The next change goes back to the first name.
+    // The next change is made in place, where the set now is: the address leaves it
+    // only once the rules that no longer have the pod are committed.
     cluster.remove_pod("shop", "web-2");
     syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
     let calls = fake.take();
-    let set_script = calls
+    let restore = calls
         .iter()
-        .find(|c| c.0 == "ipset" && c.1 == ["restore"])
-        .and_then(|c| c.2.clone())
-        .unwrap_or_default();
-    assert!(sets_touched(&set_script).contains("tg-local"), "{set_script}");
-    assert!(!sets_touched(&set_script).contains("tg-local-b"), "{set_script}");
+        .position(|c| c.0 == "iptables-nft-restore")
+        .unwrap_or_else(|| panic!("no restore: {calls:?}"));
+    let deletion = calls
+        .iter()
+        .position(|c| c.0 == "ipset" && c.1 == ["restore"] && c.2.as_deref().is_some_and(|s| s.starts_with("del ")))
+        .unwrap_or_else(|| panic!("no deletion: {calls:?}"));
+    assert!(deletion > restore, "{calls:?}");
+    let deleted = calls[deletion].2.clone().unwrap_or_default();
+    assert!(deleted.contains("del tg-local-b 10.0.1.9/32 -exist\n"), "{deleted}");
+    assert!(
+        deleted
+            .lines()
+            .all(|l| l.starts_with("del ") && l.contains(" 10.0.1.9")),
+        "{deleted}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.1.first().is_some_and(|a| a == "destroy")),
+        "nothing rebuilt: {calls:?}"
+    );
 }
 
 #[test]
