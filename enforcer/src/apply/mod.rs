@@ -37,7 +37,7 @@ use std::hash::{Hash, Hasher};
 use crate::exec::{ExecError, Executor};
 use crate::naming;
 use crate::render::{Rendered, RenderedSet, forward_jump, set_options};
-use crate::ruleset::Family;
+use crate::ruleset::{Family, SetKind};
 use backend::Backend;
 
 /// A failed step of an apply.
@@ -556,6 +556,18 @@ pub fn parse_ipset_save(save: &str) -> BTreeMap<String, SavedSet> {
     out
 }
 
+/// Whether a set `ipset save` created with `create` (the words after its name) has
+/// type `kind` in `family`. Only those are compared: the kernel prints the hash
+/// size it grew to, and its own bucket size and seed.
+fn same_type(create: &[String], kind: SetKind, family: Family) -> bool {
+    let family_word = match family {
+        Family::V4 => "inet",
+        Family::V6 => "inet6",
+    };
+    let kernel_family = create.windows(2).find(|w| w[0] == "family").map(|w| w[1].as_str());
+    create.first().is_some_and(|k| k == kind.as_str()) && kernel_family == Some(family_word)
+}
+
 /// What a repair found on the node different from what the applier last wrote;
 /// each is rewritten by the apply that follows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -963,10 +975,7 @@ impl Applier {
                 *applied = None;
                 continue;
             };
-            let options = set_options(family);
-            let expected_create = format!("{} {options}", content.set.kind.as_str());
-            let kernel_create = kernel.create.join(" ");
-            if !kernel_create.starts_with(&expected_create) {
+            if !same_type(&kernel.create, content.set.kind, family) {
                 repairs.sets.push(current);
                 *applied = None;
                 continue;
@@ -1062,7 +1071,6 @@ impl Applier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::SetKind;
 
     fn rendered(members: &[&str]) -> Rendered {
         let mut out = Rendered::default();
@@ -1345,6 +1353,16 @@ mod tests {
             rule_form("-s 10.0.0.1/32 -d 10.0.0.2/32 -j ACCEPT"),
             rule_form("-s 10.0.0.2/32 -d 10.0.0.1/32 -j ACCEPT")
         );
+        let grown: Vec<String> = "hash:ip family inet hashsize 4096 maxelem 1048576 bucketsize 12 initval 0x69eb0c78"
+            .split(' ')
+            .map(str::to_string)
+            .collect();
+        assert!(
+            same_type(&grown, SetKind::HashIp, Family::V4),
+            "a set that grew keeps its type"
+        );
+        assert!(!same_type(&grown, SetKind::HashNet, Family::V4));
+        assert!(!same_type(&grown, SetKind::HashIp, Family::V6));
         assert_eq!(member_form("10.0.0.1/32"), "10.0.0.1");
         assert_eq!(member_form("2001:db8:0::1"), "2001:db8::1");
         assert_eq!(member_form("10.1.0.0/16 nomatch"), "10.1.0.0/16 nomatch");
