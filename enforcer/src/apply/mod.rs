@@ -482,6 +482,31 @@ pub fn member_form(entry: &str) -> String {
     out
 }
 
+/// A set's members, looked up by text or, failing that, by [`member_form`].
+struct Members<'a> {
+    text: HashSet<&'a str>,
+    list: &'a [String],
+    forms: std::cell::OnceCell<HashSet<String>>,
+}
+
+impl<'a> Members<'a> {
+    fn new(list: &'a [String]) -> Members<'a> {
+        Members {
+            text: list.iter().map(String::as_str).collect(),
+            list,
+            forms: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn contains(&self, entry: &str) -> bool {
+        self.text.contains(entry)
+            || self
+                .forms
+                .get_or_init(|| self.list.iter().map(|e| member_form(e)).collect())
+                .contains(&member_form(entry))
+    }
+}
+
 /// The enforcer's rules as `iptables-save -t filter` prints them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SavedChains {
@@ -980,19 +1005,21 @@ impl Applier {
                 *applied = None;
                 continue;
             }
-            let wanted: HashSet<String> = content.set.entries.iter().map(|e| member_form(e)).collect();
-            let present: HashSet<String> = kernel.members.iter().map(|e| member_form(e)).collect();
+            // Most members are printed as they were written (a hash:ip address): compare
+            // the text first, and the canonical form only for the others.
+            let present = Members::new(&kernel.members);
+            let wanted = Members::new(&content.set.entries);
             let before = repairs.set_members.len();
             let mut entries: Vec<String> = Vec::with_capacity(content.set.entries.len());
             for entry in &content.set.entries {
-                if present.contains(&member_form(entry)) {
+                if present.contains(entry) {
                     entries.push(entry.clone());
                 } else {
                     repairs.set_members.push(format!("{current} +{entry}"));
                 }
             }
             for member in &kernel.members {
-                if !wanted.contains(&member_form(member)) {
+                if !wanted.contains(member) {
                     repairs.set_members.push(format!("{current} -{member}"));
                     entries.push(member.clone());
                 }
