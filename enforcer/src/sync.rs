@@ -281,18 +281,19 @@ impl<E: Executor> Syncer<E> {
         self.appliers[slot].as_mut().ok_or(SyncError::NoBackend)
     }
 
+    /// `repair`: the output of `ipset save` when this is a repairing resync.
     fn sync_family(
         &mut self,
         cluster: &tierguard::Cluster,
         family: Family,
-        repair: bool,
+        repair: Option<&str>,
     ) -> Result<(FamilyReport, RuleSet), SyncError> {
         let (rules, rendered) = self.compile_and_render(cluster, family);
         self.applier(family)?;
         let Syncer { executor, appliers, .. } = self;
         let applier = appliers[Self::slot(family)].as_mut().ok_or(SyncError::NoBackend)?;
-        let (report, repairs): (ApplyReport, Repairs) = if repair {
-            applier.repair(executor, &rendered)
+        let (report, repairs): (ApplyReport, Repairs) = if let Some(sets_save) = repair {
+            applier.repair_with_sets(executor, &rendered, sets_save)
         } else {
             applier.apply(executor, &rendered).map(|r| (r, Repairs::default()))
         }
@@ -354,10 +355,21 @@ impl<E: Executor> Syncer<E> {
     }
 
     fn sync_or_repair(&mut self, cluster: &tierguard::Cluster, repair: bool) -> Result<SyncReport, SyncError> {
-        let (v4, rules4) = self.sync_family(cluster, Family::V4, repair)?;
+        let sets_save = if repair {
+            // Read once for both families; the IPv4 apply does not touch IPv6 sets.
+            let list = ["save".to_string()];
+            Some(
+                self.executor
+                    .run("ipset", &list, None)
+                    .map_err(|e| SyncError::Apply(ApplyError::Exec(e)))?,
+            )
+        } else {
+            None
+        };
+        let (v4, rules4) = self.sync_family(cluster, Family::V4, sets_save.as_deref())?;
         let mut rule_sets = vec![rules4];
         let ipv6 = if self.options.ipv6 {
-            let (report, rules6) = self.sync_family(cluster, Family::V6, repair)?;
+            let (report, rules6) = self.sync_family(cluster, Family::V6, sets_save.as_deref())?;
             rule_sets.push(rules6);
             report
         } else {

@@ -906,13 +906,24 @@ impl Applier {
         executor: &dyn Executor,
         desired: &Rendered,
     ) -> Result<(ApplyReport, Repairs), ApplyError> {
+        let sets_save = executor.run("ipset", &args(&["save"]), None)?;
+        self.repair_with_sets(executor, desired, &sets_save)
+    }
+
+    /// [`Applier::repair`] with the output of `ipset save` read already (one read
+    /// serves both families: an apply of one never touches the other's sets).
+    pub fn repair_with_sets(
+        &mut self,
+        executor: &dyn Executor,
+        desired: &Rendered,
+        sets_save: &str,
+    ) -> Result<(ApplyReport, Repairs), ApplyError> {
         if self.readopt {
             self.adopt(executor)?;
         }
         let save = executor.run(&self.program("-save"), &args(&["-t", "filter"]), None)?;
         let saved = parse_saved_chains(&save);
-        let sets_save = executor.run("ipset", &args(&["save"]), None)?;
-        let saved_sets = parse_ipset_save(&sets_save);
+        let saved_sets = parse_ipset_save(sets_save);
         let repairs = self.find_drift(desired, &saved, &saved_sets);
         let report = self.apply(executor, desired)?;
         if !repairs.chains.is_empty() {
