@@ -964,8 +964,10 @@ impl Applier {
         saved: &SavedChains,
         saved_sets: &BTreeMap<String, SavedSet>,
     ) -> Repairs {
-        let mut repairs = Repairs::default();
-        repairs.jump = !saved.jump && self.state.chains.contains_key(naming::FORWARD_CHAIN);
+        let mut repairs = Repairs {
+            jump: !saved.jump && self.state.chains.contains_key(naming::FORWARD_CHAIN),
+            ..Repairs::default()
+        };
         let b_names = self.b_names();
         let names: BTreeMap<&str, &str> = b_names.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         for (name, applied) in self.state.chains.iter_mut() {
