@@ -5,9 +5,19 @@
 //!
 //! `cargo bench -p tierguard-enforcer --bench restore_timing` (optional
 //! arguments: `--runs N`, `--quick` for the small size only).
+//!
+//! `-- --churn [--large]` times instead the syncs of everyday events against a
+//! node already programmed (10,000 pods / 1,000 policies, and with `--large`
+//! 50,000 / 5,000): (a) one pod added, (b) one pod deleted, (c) one pod's
+//! labels changed, (d) one policy changed, (e) 100 pod events in one sync,
+//! (f) a resync with nothing drifted. For each: compile + render, the apply
+//! (the sync minus its compile + render) and the bytes of the restore scripts
+//! sent to the kernel (stdin of `ipset`/`iptables-restore`), and the bytes read
+//! back from it (`iptables-save`, `ipset save`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -15,7 +25,7 @@ use tierguard::Cluster;
 use tierguard::cluster::{ContainerPort, NamespaceInfo, PodInfo};
 use tierguard::policy::Protocol;
 use tierguard_enforcer::apply::{AppliedState, Applier, backend};
-use tierguard_enforcer::exec::Executor;
+use tierguard_enforcer::exec::{ExecError, Executor};
 use tierguard_enforcer::netns::{NetnsExecutor, Topology, topology};
 use tierguard_enforcer::sync::{NodeIdentity, SyncOptions, Syncer};
 
@@ -190,6 +200,163 @@ fn run_once(pods: usize, policies: usize, cluster: &Cluster, changed: &Cluster, 
     let _ = topo.teardown();
 }
 
+/// Counts the bytes written to and read from the kernel's tools.
+struct Counting<E> {
+    inner: E,
+    sent: AtomicUsize,
+    read: AtomicUsize,
+}
+
+impl<E: Executor> Executor for Counting<E> {
+    fn run(&self, program: &str, args: &[String], stdin: Option<&str>) -> Result<String, ExecError> {
+        self.sent.fetch_add(stdin.map_or(0, str::len), Ordering::Relaxed);
+        let out = self.inner.run(program, args, stdin)?;
+        self.read.fetch_add(out.len(), Ordering::Relaxed);
+        Ok(out)
+    }
+}
+
+/// A pod of the generated cluster's shape on node-0 (new pod number `i`).
+fn extra_pod(i: usize, namespaces: usize, node: &str) -> PodInfo {
+    PodInfo {
+        namespace: format!("ns-{}", i % namespaces),
+        name: format!("extra-{i}"),
+        labels: BTreeMap::from([
+            ("app".to_string(), format!("app-{}", i % APPS)),
+            ("tier".to_string(), "web".to_string()),
+        ]),
+        ips: vec![IpAddr::V4(Ipv4Addr::new(
+            10,
+            200 + (i >> 16) as u8,
+            ((i >> 8) & 0xff) as u8,
+            (i & 0xff) as u8,
+        ))],
+        node: Some(node.to_string()),
+        ports: vec![ContainerPort {
+            name: Some("http".into()),
+            port: 8080,
+            protocol: Protocol::Tcp,
+        }],
+        host_network: false,
+    }
+}
+
+/// The churn scenarios: name and the cluster after the event(s).
+fn scenarios(base: &Cluster, pods: usize) -> Vec<(&'static str, Cluster)> {
+    let namespaces = namespaces_for(pods);
+    let mut out = Vec::new();
+    // pod-0 is on node-0 (`i % nodes`), in ns-0, tier web: a peer of many policies.
+    let mut added = base.clone();
+    added.upsert_pod(extra_pod(0, namespaces, "node-0"));
+    out.push(("(a) one pod added", added));
+    let mut deleted = base.clone();
+    deleted.remove_pod("ns-0", "pod-0");
+    out.push(("(b) one pod deleted", deleted));
+    let mut relabelled = base.clone();
+    if let Some(pod) = relabelled.pod_mut("ns-0", "pod-0") {
+        pod.labels.insert("tier".into(), "api".into());
+    }
+    out.push(("(c) one pod's labels changed", relabelled));
+    let mut policy_changed = base.clone();
+    policy_changed
+        .apply_network_policy(&policy(0, namespaces, 1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    out.push(("(d) one policy changed", policy_changed));
+    // 50 pods start and 50 stop, spread over the cluster (a few on node-0).
+    let mut burst = base.clone();
+    let nodes = pods.div_ceil(PODS_PER_NODE);
+    for k in 0..50 {
+        burst.upsert_pod(extra_pod(k + 1, namespaces, &format!("node-{}", (k * 7) % nodes)));
+        let i = k * (pods / 50) + 1;
+        burst.remove_pod(&format!("ns-{}", i % namespaces), &format!("pod-{i}"));
+    }
+    out.push(("(e) 100 pod events in one sync", burst));
+    out
+}
+
+struct Row {
+    name: &'static str,
+    compile_render: Vec<Duration>,
+    apply: Vec<Duration>,
+    sent: usize,
+    read: usize,
+}
+
+fn churn(pods: usize, policies: usize, runs: usize) {
+    let base = generate(pods, policies);
+    let mut topo = Topology::build(&Cluster::new(), &[topology::default_node()]).unwrap_or_else(|e| panic!("{e}"));
+    let exec = Counting {
+        inner: NetnsExecutor::new(topo.nodes()[0].netns.clone()),
+        sent: AtomicUsize::new(0),
+        read: AtomicUsize::new(0),
+    };
+    let identity = NodeIdentity {
+        name: "node-0".into(),
+        addresses: vec![IpAddr::V4(Ipv4Addr::new(10, 63, 0, 1))],
+    };
+    let mut syncer = Syncer::new(identity, &exec, SyncOptions::default());
+    let started = Instant::now();
+    syncer.sync(&base).unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "{pods} pods / {policies} policies: first full sync {} ({} bytes sent)",
+        ms(started.elapsed()),
+        exec.sent.load(Ordering::Relaxed)
+    );
+    let mut rows = Vec::new();
+    let mut timed =
+        |name: &'static str, cluster: &Cluster, resync: bool, syncer: &mut Syncer<&Counting<NetnsExecutor>>| {
+            let mut row = Row {
+                name,
+                compile_render: Vec::new(),
+                apply: Vec::new(),
+                sent: 0,
+                read: 0,
+            };
+            for _ in 0..runs {
+                let started = Instant::now();
+                std::hint::black_box(syncer.render_all(cluster));
+                let compile_render = started.elapsed();
+                let (sent, read) = (exec.sent.load(Ordering::Relaxed), exec.read.load(Ordering::Relaxed));
+                let started = Instant::now();
+                if resync {
+                    syncer.resync(cluster)
+                } else {
+                    syncer.sync(cluster)
+                }
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+                let total = started.elapsed();
+                row.compile_render.push(compile_render);
+                row.apply.push(total.saturating_sub(compile_render));
+                row.sent = exec.sent.load(Ordering::Relaxed) - sent;
+                row.read = exec.read.load(Ordering::Relaxed) - read;
+                // Back to the base state for the next run (not timed).
+                if !resync {
+                    syncer.sync(&base).unwrap_or_else(|e| panic!("{name}: back: {e}"));
+                }
+            }
+            rows.push(row);
+        };
+    for (name, cluster) in scenarios(&base, pods) {
+        timed(name, &cluster, false, &mut syncer);
+    }
+    timed("(f) resync, no drift", &base, true, &mut syncer);
+    println!("| {pods} / {policies} | compile + render | apply | bytes sent | bytes read |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            row.name,
+            ms(median(row.compile_render)),
+            ms(median(row.apply)),
+            row.sent,
+            row.read
+        );
+    }
+    drop(syncer);
+    let _ = Applier::new(backend::detect(&exec).unwrap_or(backend::Backend::Nft)).cleanup(&exec);
+    let _ = topo.teardown();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Err(e) = tierguard_enforcer::netns::preflight() {
@@ -209,6 +376,13 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(5usize)
         .max(1);
+    if args.iter().any(|a| a == "--churn") {
+        churn(10_000, 1_000, runs);
+        if args.iter().any(|a| a == "--large") {
+            churn(50_000, 5_000, runs);
+        }
+        return;
+    }
     let sizes: &[(usize, usize)] = if args.iter().any(|a| a == "--quick") {
         &[(1_000, 100)]
     } else {
