@@ -282,12 +282,21 @@ fn dual_stack_apply_resync_adopt_and_cleanup() {
         sets(&node_ns)
     );
 
-    // Drift in IPv6 only: a full resync repairs it.
+    // Drift in IPv6 only: the resync repairs exactly that, the set in place.
     run(&node_ns, "ip6tables", &["-F", "TG-INGRESS"]);
     run(&node_ns, "ipset", &["flush", "tg-local6-b"]);
-    restarted.resync(&cluster).unwrap_or_else(|e| panic!("resync: {e}"));
+    let repaired = restarted.resync(&cluster).unwrap_or_else(|e| panic!("resync: {e}"));
+    assert!(repaired.repairs.is_empty(), "{repaired:?}");
+    assert_eq!(repaired.ipv6.repairs.chains, ["TG-INGRESS"], "{repaired:?}");
+    let local6_members = restarted
+        .render_family(&cluster, Family::V6)
+        .sets
+        .get("tg-local6")
+        .map_or(0, |s| s.entries.len());
+    assert_eq!(repaired.ipv6.repairs.set_members.len(), local6_members, "{repaired:?}");
+    assert_eq!(repaired.ipv6.sets_written, 0, "{repaired:?}");
     assert_eq!(as_rendered(&table(&node_ns, "ip6tables-save")), v6_after);
-    assert!(run(&node_ns, "ipset", &["list", "tg-local6"]).contains("fd00:0:0:1::3"));
+    assert!(run(&node_ns, "ipset", &["list", "tg-local6-b"]).contains("fd00:0:0:1::3"));
 
     restarted.cleanup().unwrap_or_else(|e| panic!("cleanup: {e}"));
     assert_eq!(table(&node_ns, "ip6tables-save"), before6);
