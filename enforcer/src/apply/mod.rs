@@ -926,6 +926,9 @@ impl Applier {
         let saved_sets = parse_ipset_save(sets_save);
         let repairs = self.find_drift(desired, &saved, &saved_sets);
         let report = self.apply(executor, desired)?;
+        // Forms of chains that are gone are no use any more.
+        let chains = &self.state.chains;
+        self.kernel_forms.retain(|name, _| chains.contains_key(name));
         if !repairs.chains.is_empty() {
             // Record how the kernel prints the chains just rewritten where that is not
             // the form they were written in, so the next repair does not see drift there.
