@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use support::Scratch;
 use tierguard_enforcer::daemon::metrics::Metrics;
 use tierguard_enforcer::load::load;
-use tierguard_enforcer::sync::{NodeIdentity, SyncOptions, Syncer};
+use tierguard_enforcer::sync::{Backend, NodeIdentity, SyncOptions, Syncer};
 
 fn fixture() -> (tierguard::Cluster, NodeIdentity) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/basic");
@@ -40,15 +40,47 @@ fn set_members(scratch: &Scratch) -> Vec<String> {
     lines
 }
 
+/// `iptables-save -t filter` of `backend` without counters and comments.
+fn filter_table(scratch: &Scratch, backend: Backend) -> String {
+    scratch
+        .run(&backend.program("-save"), &["-t", "filter"])
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            if l.starts_with(':') {
+                l.split(" [").next().unwrap_or(l)
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
-fn a_resync_repairs_exactly_what_drifted_and_then_nothing() {
+fn a_resync_repairs_exactly_what_drifted_and_then_nothing_nft() {
+    repairs_exactly_what_drifted(Backend::Nft);
+}
+
+/// The legacy backend prints rules its own way too: no false drift there either.
+#[test]
+fn a_resync_repairs_exactly_what_drifted_and_then_nothing_legacy() {
+    repairs_exactly_what_drifted(Backend::Legacy);
+}
+
+fn repairs_exactly_what_drifted(backend: Backend) {
     let Some(scratch) = Scratch::new() else { return };
     let (cluster, node) = fixture();
-    let mut syncer = Syncer::new(node, scratch.exec.clone(), SyncOptions::default());
+    let options = SyncOptions {
+        backend: Some(backend),
+        ..SyncOptions::default()
+    };
+    let mut syncer = Syncer::new(node, scratch.exec.clone(), options);
     if let Err(e) = syncer.sync(&cluster) {
         panic!("first sync: {e}");
     }
-    let table = scratch.filter_table();
+    let iptables = backend.program("");
+    let table = filter_table(&scratch, backend);
     let members = set_members(&scratch);
 
     // Nothing drifted yet: the resync reads the node and writes nothing.
@@ -57,7 +89,7 @@ fn a_resync_repairs_exactly_what_drifted_and_then_nothing() {
     assert_eq!((clean.script_bytes, clean.ipv6.script_bytes), (0, 0), "{clean:?}");
 
     // Drift: one chain flushed, one set member deleted, one stray rule in another chain.
-    scratch.run("iptables", &["-F", "TG-FORWARD"]);
+    scratch.run(&iptables, &["-F", "TG-FORWARD"]);
     let member = members
         .iter()
         .find(|l| l.starts_with("add tg-local "))
@@ -65,10 +97,10 @@ fn a_resync_repairs_exactly_what_drifted_and_then_nothing() {
     let words: Vec<&str> = member.split_whitespace().collect();
     scratch.run("ipset", &["del", words[1], words[2]]);
     scratch.run(
-        "iptables",
+        &iptables,
         &["-I", "TG-INGRESS", "1", "-s", "10.99.0.1/32", "-j", "ACCEPT"],
     );
-    assert_ne!(scratch.filter_table(), table);
+    assert_ne!(filter_table(&scratch, backend), table);
 
     let repaired = syncer.resync(&cluster).unwrap_or_else(|e| panic!("resync: {e}"));
     let metrics = Metrics::new();
@@ -100,7 +132,7 @@ fn a_resync_repairs_exactly_what_drifted_and_then_nothing() {
     );
     // Only the two chains and the one member were written; nothing was rebuilt.
     assert_eq!((repaired.chains_written, repaired.sets_written), (2, 0), "{repaired:?}");
-    assert_eq!(scratch.filter_table(), table);
+    assert_eq!(filter_table(&scratch, backend), table);
     assert_eq!(set_members(&scratch), members);
 
     // Repaired: the next resync finds nothing.
@@ -110,7 +142,7 @@ fn a_resync_repairs_exactly_what_drifted_and_then_nothing() {
 
     // The FORWARD jump deleted: repaired as such.
     scratch.run(
-        "iptables",
+        &iptables,
         &[
             "-D",
             "FORWARD",
@@ -128,7 +160,7 @@ fn a_resync_repairs_exactly_what_drifted_and_then_nothing() {
         jump.repairs.chains.is_empty() && jump.repairs.set_members.is_empty(),
         "{jump:?}"
     );
-    assert_eq!(scratch.filter_table(), table);
+    assert_eq!(filter_table(&scratch, backend), table);
 
     if let Err(e) = syncer.cleanup() {
         panic!("cleanup: {e}");
