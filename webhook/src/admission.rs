@@ -242,8 +242,12 @@ impl Admission {
     /// Answers one AdmissionReview body. A NetworkPolicy review waits while
     /// another review in its namespace is being judged (never on the API server).
     pub async fn handle(&self, endpoint: Endpoint, body: &[u8]) -> Result<Outcome, ReviewError> {
+        // serde_json does not check the UTF-8 of strings it skips (fields the
+        // review does not read), so a body that is not JSON would get a verdict
+        let text =
+            std::str::from_utf8(body).map_err(|e| BadRequest::Malformed(format!("the body is not UTF-8: {e}")))?;
         let review: AdmissionReview<DynamicObject> =
-            serde_json::from_slice(body).map_err(|e| BadRequest::Malformed(e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| BadRequest::Malformed(e.to_string()))?;
         if review.types.api_version != admission::META_API_VERSION_V1 {
             return Err(BadRequest::ApiVersion(review.types.api_version).into());
         }

@@ -435,7 +435,24 @@ async fn malformed_requests_get_400_with_a_reason() {
     let mut wrong_version = good.clone();
     wrong_version["apiVersion"] = json!("admission.k8s.io/v1beta1");
     let no_request = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
+    // Found by the admission_review fuzzer: bytes that are not UTF-8 inside
+    // a field the review does not read were skipped unchecked and answered
+    // with a verdict, although such a body is not JSON (RFC 8259: UTF-8).
+    let mut unread = good.clone();
+    unread["request"]["unread"] = json!("10.PLACEHOLDER0.0/16");
+    let not_utf8 = serde_json::to_string(&unread)
+        .unwrap()
+        .replace("PLACEHOLDER", "\u{1}")
+        .into_bytes()
+        .into_iter()
+        .map(|b| if b == 1 { 0xff } else { b })
+        .collect::<Vec<u8>>();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "not UTF-8",
+            not_utf8,
+            "malformed AdmissionReview: the body is not UTF-8",
+        ),
         (
             "malformed JSON",
             b"{\"apiVersion\": ".to_vec(),

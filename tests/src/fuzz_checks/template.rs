@@ -21,8 +21,11 @@ pub fn template(data: &[u8]) {
             let message = e.to_string();
             assert!(message.starts_with(SOURCE), "the error must name the file: {message}");
             if let Some(line) = e.line {
+                // YAML breaks lines at \r\n, \r and \n (and so do editors):
+                // a lone \r starts a line that `str::lines` does not count
+                let lines = text.replace("\r\n", "\n").split(['\r', '\n']).count();
                 assert!(
-                    line >= 1 && line <= text.lines().count() + 1,
+                    line >= 1 && line <= lines + 1,
                     "line {line} is outside the file: {message}"
                 );
             }
