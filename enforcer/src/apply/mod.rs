@@ -264,17 +264,54 @@ impl AppliedState {
         }
     }
 
+    /// The sets (by rendered name) that a chain whose rules change in this plan
+    /// matches, set names aside: while the rule restore has not committed, the old
+    /// rules of such a chain would meet the new members (old rules with new members
+    /// is a verdict neither state gives), so these sets switch with the rules instead.
+    fn sets_of_changed_chains<'d>(&self, desired: &'d Rendered) -> HashSet<&'d str> {
+        let in_force: BTreeMap<String, String> = self
+            .b_side
+            .iter()
+            .map(|name| (name.clone(), naming::other_side_name(name)))
+            .collect();
+        let names: BTreeMap<&str, &str> = in_force.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut out = HashSet::new();
+        for (name, rules) in &desired.chains {
+            let current: Vec<Cow<str>> = rules.iter().map(|r| with_set_names(r, &names)).collect();
+            match self.chains.get(name) {
+                Some(Some(hash)) if *hash == hash_of(&current) => continue,
+                // Content unknown (adopted, or drifted): no consistent old rules to keep.
+                Some(None) => continue,
+                _ => {}
+            }
+            for rule in rules {
+                let mut rest = rule.as_str();
+                while let Some(at) = rest.find(MATCH_SET) {
+                    let tail = &rest[at + MATCH_SET.len()..];
+                    let end = tail.find(' ').unwrap_or(tail.len());
+                    out.insert(&tail[..end]);
+                    rest = &tail[end..];
+                }
+            }
+        }
+        out
+    }
+
     /// The plan that brings the node from this state to `desired`.
     pub fn plan(&self, desired: &Rendered) -> Plan {
         let mut plan = Plan::default();
         // Rendered name -> name in force after this plan, for the sets not under their rendered name.
         let mut renamed: BTreeMap<&str, String> = BTreeMap::new();
         let mut used_after: BTreeSet<String> = BTreeSet::new();
+        let switched_with_rules = self.sets_of_changed_chains(desired);
         for (name, set) in &desired.sets {
             let hash = hash_of(set);
             let applied = self.sets.get(name);
             let current = self.name_in_force(name);
-            let change = applied.map(|content| set_change(content.as_ref(), set, hash));
+            let change = match applied.map(|content| set_change(content.as_ref(), set, hash)) {
+                Some(SetChange::Delta(..)) if switched_with_rules.contains(name.as_str()) => Some(SetChange::Rebuild),
+                change => change,
+            };
             let target = match change {
                 Some(SetChange::Same) => current,
                 Some(SetChange::Delta(added, deleted)) => {
@@ -1236,6 +1273,27 @@ mod tests {
         let plan = state.plan(&net);
         assert_eq!(plan.sets_written, ["tg-local"]);
         assert!(plan.sets_updated.is_empty());
+    }
+
+    #[test]
+    fn a_set_whose_rules_change_too_switches_with_them_instead_of_changing_in_place() {
+        let one = rendered(&["10.0.0.1", "10.0.0.2"]);
+        let state = committed(&AppliedState::default(), &AppliedState::default().plan(&one), &one);
+        // The members and a rule that matches the set change in one sync: in place, the
+        // old rules would meet the new members before the rule restore.
+        let mut two = rendered(&["10.0.0.1", "10.0.0.3"]);
+        if let Some(rules) = two.chains.get_mut("TG-FORWARD") {
+            rules.push("-m set --match-set tg-local src -j ACCEPT".into());
+        }
+        let plan = state.plan(&two);
+        assert_eq!(plan.sets_written, ["tg-local"]);
+        assert!(plan.sets_updated.is_empty());
+        assert_eq!(plan.set_delete_script, "");
+        assert!(
+            plan.rule_script.contains("--match-set tg-local-b src -j ACCEPT"),
+            "{}",
+            plan.rule_script
+        );
     }
 
     #[test]
