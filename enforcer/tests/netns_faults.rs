@@ -467,3 +467,64 @@ fn a_restart_into_a_changed_cluster_removes_what_is_gone_and_new_pods_fail_close
     agent.stop();
     plane.finish().unwrap();
 }
+
+/// `pods(client_is_a)` plus two clients that stay: the clients' set has three
+/// members, so swapping x/a for x/b (two changes) is done in place.
+fn pods_with_steady_clients(client_is_a: bool) -> Vec<PodSpec> {
+    let mut out = pods(client_is_a);
+    out.push(pod("x", "c1", "10.244.1.20", true));
+    out.push(pod("x", "c2", "10.244.1.21", true));
+    out
+}
+
+#[test]
+fn sets_changed_in_place_or_switched_with_their_rules_never_mix_old_and_new() {
+    if !netns_available("netns_faults") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let old = write_state(
+        &dir.path().join("old"),
+        &pods_with_steady_clients(true),
+        &[y_from_clients(80)],
+    );
+    // Only the members change: x/b replaces x/a as a client.
+    let members = write_state(
+        &dir.path().join("members"),
+        &pods_with_steady_clients(false),
+        &[y_from_clients(80)],
+    );
+    // The members and the rules that match them change together.
+    let both = write_state(
+        &dir.path().join("both"),
+        &pods_with_steady_clients(false),
+        &[y_from_clients(81)],
+    );
+    let probes = probes_between(&PROBED);
+    let (mut plane, node) = started_plane(&old, &probes);
+    let prober = plane.prober().unwrap();
+    let exec = NetnsExecutor::new(&node);
+    let mut syncer = Syncer::new(identity(), &exec, sync_options(Backend::Nft));
+    syncer.sync(&old).unwrap();
+
+    for (name, new) in [("members", &members), ("both", &both)] {
+        let verdicts = verdicts(&old, new, &probes);
+        assert_eq!(in_force(&prober, &probes, &verdicts, "OLD synced"), InForce::Old);
+        let running = ContinuousProbes::start(&prober, &probes);
+        for _ in 0..6 {
+            let forth = syncer.sync(new).unwrap();
+            if name == "members" {
+                assert!(forth.sets_updated > 0 && forth.sets_written == 0, "in place: {forth:?}");
+            } else {
+                assert!(forth.sets_written > 0, "switched with the rules: {forth:?}");
+            }
+            running.wait_results(probes.len());
+            syncer.sync(&old).unwrap();
+            running.wait_results(probes.len());
+        }
+        let seen = running.finish();
+        assert_no_neither(name, &seen, &probes, &verdicts);
+    }
+    plane.finish().unwrap();
+}
