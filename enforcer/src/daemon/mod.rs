@@ -218,7 +218,9 @@ fn sync_now<E: Executor>(start: SyncStart, syncer: &mut Syncer<E>, agent: &mut A
                 chains_written = report.chains_written,
                 chains_removed = report.chains_removed,
                 sets_written = report.sets_written,
+                sets_updated = report.sets_updated,
                 sets_removed = report.sets_removed,
+                script_bytes = report.script_bytes + report.ipv6.script_bytes,
                 rules = report.rules,
                 sets = report.sets,
                 "synced"
