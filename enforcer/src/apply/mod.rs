@@ -524,15 +524,13 @@ pub fn member_form(entry: &str) -> String {
 /// A set's members, looked up by text or, failing that, by [`member_form`].
 struct Members<'a> {
     text: HashSet<&'a str>,
-    list: &'a [String],
     forms: std::cell::OnceCell<HashSet<String>>,
 }
 
 impl<'a> Members<'a> {
-    fn new(list: &'a [String]) -> Members<'a> {
+    fn new(list: impl Iterator<Item = &'a str>) -> Members<'a> {
         Members {
-            text: list.iter().map(String::as_str).collect(),
-            list,
+            text: list.collect(),
             forms: std::cell::OnceCell::new(),
         }
     }
@@ -541,7 +539,7 @@ impl<'a> Members<'a> {
         self.text.contains(entry)
             || self
                 .forms
-                .get_or_init(|| self.list.iter().map(|e| member_form(e)).collect())
+                .get_or_init(|| self.text.iter().map(|e| member_form(e)).collect())
                 .contains(&member_form(entry))
     }
 }
@@ -587,17 +585,18 @@ pub fn parse_saved_chains(save: &str) -> SavedChains {
     out
 }
 
-/// A set as `ipset save` prints it.
+/// A set as `ipset save` prints it (borrowing the output: at 50,000 pods it holds
+/// over a million members).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SavedSet {
+pub struct SavedSet<'a> {
     /// the `create` line's words after the name (`hash:ip family inet hashsize ...`)
     pub create: Vec<String>,
     /// members as printed (after `add NAME `)
-    pub members: Vec<String>,
+    pub members: Vec<&'a str>,
 }
 
 /// Reads the enforcer's sets from `ipset save` output.
-pub fn parse_ipset_save(save: &str) -> BTreeMap<String, SavedSet> {
+pub fn parse_ipset_save(save: &str) -> BTreeMap<String, SavedSet<'_>> {
     let mut out: BTreeMap<String, SavedSet> = BTreeMap::new();
     for line in save.lines() {
         let mut words = line.splitn(3, ' ');
@@ -613,7 +612,7 @@ pub fn parse_ipset_save(save: &str) -> BTreeMap<String, SavedSet> {
             "create" => {
                 out.entry(name.to_string()).or_default().create = rest.split_whitespace().map(str::to_string).collect();
             }
-            "add" => out.entry(name.to_string()).or_default().members.push(rest.to_string()),
+            "add" => out.entry(name.to_string()).or_default().members.push(rest),
             _ => {}
         }
     }
@@ -1004,7 +1003,7 @@ impl Applier {
         &mut self,
         desired: &Rendered,
         saved: &SavedChains,
-        saved_sets: &BTreeMap<String, SavedSet>,
+        saved_sets: &BTreeMap<String, SavedSet<'_>>,
     ) -> Repairs {
         let mut repairs = Repairs {
             jump: !saved.jump && self.state.chains.contains_key(naming::FORWARD_CHAIN),
@@ -1062,8 +1061,13 @@ impl Applier {
             }
             // Most members are printed as they were written (a hash:ip address): compare
             // the text first, and the canonical form only for the others.
-            let present = Members::new(&kernel.members);
-            let wanted = Members::new(&content.set.entries);
+            let present = Members::new(kernel.members.iter().copied());
+            let all_there = content.set.entries.iter().all(|e| present.contains(e));
+            // Members are unique on both sides: all there and as many means no stray one.
+            if all_there && kernel.members.len() == content.set.entries.len() {
+                continue;
+            }
+            let wanted = Members::new(content.set.entries.iter().map(String::as_str));
             let before = repairs.set_members.len();
             let mut entries: Vec<String> = Vec::with_capacity(content.set.entries.len());
             for entry in &content.set.entries {
@@ -1076,7 +1080,7 @@ impl Applier {
             for member in &kernel.members {
                 if !wanted.contains(member) {
                     repairs.set_members.push(format!("{current} -{member}"));
-                    entries.push(member.clone());
+                    entries.push(member.to_string());
                 }
             }
             if repairs.set_members.len() > before {
