@@ -397,6 +397,14 @@ fn parse_tiers(
                 }
             })
             .map_err(|m| err(line, &field, m))?;
+        // YAML rejects a repeated key only when both are written alike: a
+        // tagged `! web` and a plain `web` reach us as the same name twice
+        if raw
+            .iter()
+            .any(|(n, _, _): &(String, RawFlows, Option<usize>)| n == name)
+        {
+            return Err(err(line, &field, format!("tier {name:?} appears twice")));
+        }
         let flows: RawFlows = serde_yaml::from_value(v.clone()).map_err(|e| err(line, &field, e.to_string()))?;
         raw.push((name.to_string(), flows, line));
     }

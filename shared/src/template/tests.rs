@@ -89,6 +89,13 @@ fn errors_point_at_the_line_and_field() {
 #[test]
 fn reserved_and_unknown_tiers_are_refused() {
     assert!(TierTemplate::parse("tiers:\n  any: {}\n", "t").is_err());
+    // found by the template fuzzer: a tagged key and a plain one name the same tier
+    let e = TierTemplate::parse("tiers:\n ! a: {}\n a: {}\n", "t").err();
+    assert!(
+        e.as_ref()
+            .is_some_and(|e| e.field == "tiers.a" && e.to_string().contains("appears twice")),
+        "{e:?}"
+    );
     assert!(TierTemplate::parse("namespaceTiers: [{pattern: '*-x', tier: nope}]\n", "t").is_err());
     assert!(TierTemplate::parse("unknownKey: 1\n", "t").is_err());
 }
