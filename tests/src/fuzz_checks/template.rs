@@ -21,9 +21,12 @@ pub fn template(data: &[u8]) {
             let message = e.to_string();
             assert!(message.starts_with(SOURCE), "the error must name the file: {message}");
             if let Some(line) = e.line {
-                // YAML breaks lines at \r\n, \r and \n (and so do editors):
-                // a lone \r starts a line that `str::lines` does not count
-                let lines = text.replace("\r\n", "\n").split(['\r', '\n']).count();
+                // The YAML reader breaks lines at \r\n, \r and \n, and as YAML
+                // 1.1 says at NEL, LS and PS too: lines `str::lines` does not count
+                let lines = text
+                    .replace("\r\n", "\n")
+                    .split(['\r', '\n', '\u{85}', '\u{2028}', '\u{2029}'])
+                    .count();
                 assert!(
                     line >= 1 && line <= lines + 1,
                     "line {line} is outside the file: {message}"
