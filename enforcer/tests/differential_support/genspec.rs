@@ -633,7 +633,10 @@ fn isolates(p: &PolicySpec, ingress: bool) -> bool {
     }
 }
 
-fn peer_ok(spec: &ClusterSpec, policy_ns: &str, peer: &PeerSpec, other: &PodSpec) -> bool {
+/// `ipv6`: the connection runs over the pods' IPv6 addresses (a dual-stack
+/// cluster); the generated ipBlocks are all IPv4, and a block never matches an
+/// address of the other family.
+fn peer_ok(spec: &ClusterSpec, policy_ns: &str, peer: &PeerSpec, other: &PodSpec, ipv6: bool) -> bool {
     match peer {
         PeerSpec::Pods { ns, pods } => {
             let ns_ok = match ns {
@@ -643,7 +646,9 @@ fn peer_ok(spec: &ClusterSpec, policy_ns: &str, peer: &PeerSpec, other: &PodSpec
             let pod_ok = pods.as_ref().is_none_or(|sel| sel_matches(sel, &other.labels));
             ns_ok && pod_ok
         }
-        PeerSpec::Block { cidr, except } => cidr.contains(&other.ip) && !except.iter().any(|e| e.contains(&other.ip)),
+        PeerSpec::Block { cidr, except } => {
+            !ipv6 && cidr.contains(&other.ip) && !except.iter().any(|e| e.contains(&other.ip))
+        }
     }
 }
 
@@ -663,6 +668,7 @@ fn port_ok(p: &PortSpec, protocol: Protocol, port: u16, dest: &PodSpec) -> bool 
 
 /// Whether `pod`'s side (its ingress, or its egress) lets the connection with `other` through;
 /// named ports resolve on the destination (`pod` for ingress, `other` for egress).
+#[allow(clippy::too_many_arguments)]
 fn side_ok(
     spec: &ClusterSpec,
     policies: &[PolicySpec],
@@ -671,6 +677,7 @@ fn side_ok(
     ingress: bool,
     protocol: Protocol,
     port: u16,
+    ipv6: bool,
 ) -> bool {
     let isolating: Vec<&PolicySpec> = policies
         .iter()
@@ -686,7 +693,7 @@ fn side_ok(
             let peers_ok = match &r.peers {
                 None => true,
                 Some(list) if list.is_empty() => true,
-                Some(list) => list.iter().any(|peer| peer_ok(spec, &p.namespace, peer, other)),
+                Some(list) => list.iter().any(|peer| peer_ok(spec, &p.namespace, peer, other, ipv6)),
             };
             let ports_ok = match &r.ports {
                 None => true,
@@ -707,10 +714,24 @@ pub fn oracle(
     protocol: Protocol,
     port: u16,
 ) -> bool {
+    oracle_over(spec, policies, from, to, protocol, port, false)
+}
+
+/// [`oracle`] over the pods' IPv4 (`ipv6` false) or IPv6 addresses.
+pub fn oracle_over(
+    spec: &ClusterSpec,
+    policies: &[PolicySpec],
+    from: &PodSpec,
+    to: &PodSpec,
+    protocol: Protocol,
+    port: u16,
+    ipv6: bool,
+) -> bool {
     if from.key() == to.key() {
         return true;
     }
-    side_ok(spec, policies, from, to, false, protocol, port) && side_ok(spec, policies, to, from, true, protocol, port)
+    side_ok(spec, policies, from, to, false, protocol, port, ipv6)
+        && side_ok(spec, policies, to, from, true, protocol, port, ipv6)
 }
 
 // ---------------------------------------------------------------- reading objects back
