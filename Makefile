@@ -75,7 +75,7 @@ e2e-local: ## the end-to-end test against a real control plane built from Go mod
 	TIERGUARD_E2E_BIN_DIR=$(CURDIR)/target/release $(CARGO) test -p tierguard-integration --test e2e_controlplane
 
 conformance: ## reachability cases on the policy model (DATAPLANE=netns needs root)
-	$(CARGO) run --release -p tierguard-enforcer -- conformance --dataplane $(DATAPLANE) $(CONFORMANCE_CASES)
+	$(CARGO) run --release -p tierguard-conformance -- --dataplane $(DATAPLANE) $(CONFORMANCE_CASES)
 
 conformance-netns: ## reachability cases with real iptables in network namespaces (root)
 	$(MAKE) conformance DATAPLANE=netns

@@ -1,11 +1,9 @@
 //! tierguard's node agent: compiles NetworkPolicies for the pods of one node
-//! into iptables chains and ipsets, applies them atomically, and proves them
-//! on reachability cases.
+//! into iptables chains and ipsets, and applies them atomically.
 
 pub mod apply;
 pub mod commands;
 pub mod compile;
-pub mod conformance;
 pub mod conntrack;
 pub mod contract;
 pub mod daemon;
@@ -13,7 +11,6 @@ pub mod exec;
 pub mod files;
 pub mod load;
 pub mod naming;
-pub mod netns;
 pub mod objects;
 pub mod render;
 pub mod ruleset;

@@ -1,7 +1,7 @@
 //! `tierguard-enforcer`: the node agent and its offline tools.
 
 use clap::{Parser, Subcommand};
-use tierguard_enforcer::{commands, conformance};
+use tierguard_enforcer::commands;
 
 #[derive(Parser)]
 #[command(
@@ -22,8 +22,6 @@ enum Command {
     Render(commands::RenderArgs),
     /// Remove every TG- chain and tg- set from this node.
     Cleanup(commands::CleanupArgs),
-    /// Run reachability cases (docs/cases.md) on a data plane.
-    Conformance(conformance::ConformanceArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,7 +29,7 @@ fn main() -> anyhow::Result<()> {
     // The offline tools print results; their logs are for problems only.
     let default_level = match cli.command {
         Command::Run(_) | Command::Cleanup(_) => "info",
-        Command::Render(_) | Command::Conformance(_) => "warn",
+        Command::Render(_) => "warn",
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -42,7 +40,6 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
-        Command::Conformance(args) => std::process::exit(conformance::run_command(&args)),
         Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(commands::run(&args)),
         Command::Render(args) => match commands::render(&args) {
             Err(e) if e.downcast_ref::<tierguard_enforcer::load::BadInput>().is_some() => {

@@ -1,9 +1,9 @@
 //! Reading the code blocks of the documentation (`docs/*.md`, `README.md`)
 //! and checking `console` blocks against the binaries, for the tests that
 //! keep the documentation true (`tests/tests/docs_examples.rs`, and
-//! `docs_console.rs` in the webhook and enforcer crates).
+//! `docs_console.rs` in the webhook, enforcer and conformance crates).
 //!
-//! Only `std` is used here: the webhook and enforcer tests include this file
+//! Only `std` is used here: the webhook, enforcer and conformance tests include this file
 //! by path, because only a package's own tests can name its binaries
 //! (`CARGO_BIN_EXE_*`), and building them from another package's test would
 //! rebuild them with other dependency features on every run.

@@ -13,9 +13,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use tierguard::guardrails::{self, Operation, PolicyState};
 use tierguard::template::TierTemplate;
-use tierguard_enforcer::conformance::case::parse_case;
-use tierguard_enforcer::conformance::model::ModelDataPlane;
-use tierguard_enforcer::conformance::runner::run_case;
+use tierguard_conformance::conformance::case::parse_case;
+use tierguard_conformance::conformance::model::ModelDataPlane;
+use tierguard_conformance::conformance::runner::run_case;
 use tierguard_integration::docs::{Block, blocks, console_blocks, doc_pages, program_of, steps};
 use tierguard_integration::repo_root;
 
@@ -232,9 +232,10 @@ fn every_console_command_is_run_by_a_docs_console_test() {
                 continue;
             }
             let (name, _) = program_of(&step.command).unwrap_or_else(|| panic!("{}: empty command", block.place));
-            // webhook/tests/docs_console.rs and enforcer/tests/docs_console.rs
+            // webhook/tests/docs_console.rs, enforcer/tests/docs_console.rs
+            // and tests/conformance/tests/docs_console.rs
             assert!(
-                ["tierguard-webhook", "tierguard-enforcer"].contains(&name.as_str()),
+                ["tierguard-webhook", "tierguard-enforcer", "tierguard-conformance"].contains(&name.as_str()),
                 "{}: `{}` is run by no test",
                 block.place,
                 step.command

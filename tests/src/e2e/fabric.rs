@@ -13,10 +13,10 @@ use tierguard::cluster::{ContainerPort, PodInfo};
 use tierguard::labels::Labels;
 use tierguard::policy::Protocol;
 use tierguard::{Cluster, NamespaceInfo};
-use tierguard_enforcer::conformance::dataplane::{Outcome, Probe};
-use tierguard_enforcer::netns::echo::EchoServers;
-use tierguard_enforcer::netns::probe::{Endpoint, ProbeOptions, Prober};
-use tierguard_enforcer::netns::topology::{self, NodeSpec, Topology};
+use tierguard_conformance::conformance::dataplane::{Outcome, Probe};
+use tierguard_conformance::netns::echo::EchoServers;
+use tierguard_conformance::netns::probe::{Endpoint, ProbeOptions, Prober};
+use tierguard_conformance::netns::topology::{self, NodeSpec, Topology};
 
 /// A pod the test will create (it gets a network namespace up front, so it
 /// can be created, deleted and created again through the API).

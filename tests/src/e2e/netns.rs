@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::Context as _;
 use nix::sched::CloneFlags;
-use tierguard_enforcer::netns::topology::{self, netns_path};
+use tierguard_conformance::netns::topology::{self, netns_path};
 
 /// The names the webhook is called by, resolved to the control plane's
 /// loopback inside its namespace (as cluster DNS would resolve the Service).

@@ -3,10 +3,10 @@
 //! data plane without the plane ever meeting a pod or step it cannot handle,
 //! and every node's rules render into well-formed restore scripts.
 
+use tierguard_conformance::conformance::case::parse_case;
+use tierguard_conformance::conformance::model::ModelDataPlane;
+use tierguard_conformance::conformance::runner::run_case;
 use tierguard_enforcer::compile::{Family, NodeView, compile_family};
-use tierguard_enforcer::conformance::case::parse_case;
-use tierguard_enforcer::conformance::model::ModelDataPlane;
-use tierguard_enforcer::conformance::runner::run_case;
 use tierguard_enforcer::render::{RenderOptions, render};
 
 use super::check_rendered;

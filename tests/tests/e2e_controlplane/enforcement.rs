@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tierguard_enforcer::conformance::dataplane::Outcome;
+use tierguard_conformance::conformance::dataplane::Outcome;
 use tierguard_integration::e2e::fabric::{PodPlan, fingerprint};
 use tierguard_integration::e2e::kubectl::Kubectl;
 use tierguard_integration::e2e::process::wait_for;

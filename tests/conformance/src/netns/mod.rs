@@ -27,8 +27,8 @@ pub use self::executor::NetnsExecutor;
 pub use self::probe::{ProbeOptions, Prober};
 pub use self::topology::{NodeSpec, PodNs, Topology};
 use crate::conformance::dataplane::{DataPlane, Outcome, Probe};
-use crate::exec::Executor;
-use crate::sync::{NodeIdentity, SyncOptions, SyncReport, Syncer};
+use tierguard_enforcer::exec::Executor;
+use tierguard_enforcer::sync::{NodeIdentity, SyncOptions, SyncReport, Syncer};
 
 /// What can go wrong building or driving the namespaces.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use nix::sched::CloneFlags;
 use tierguard::Cluster;
 
 use super::NetnsError;
-use crate::exec::{Executor, HostExecutor};
+use tierguard_enforcer::exec::{Executor, HostExecutor};
 
 /// Where `ip netns` keeps its namespaces.
 pub const NETNS_DIR: &str = "/run/netns";

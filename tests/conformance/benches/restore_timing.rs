@@ -3,7 +3,7 @@
 //! generated clusters, first as a full apply on an empty node, then as the
 //! incremental apply after one policy changes. Needs root, iptables, ipset.
 //!
-//! `cargo bench -p tierguard-enforcer --bench restore_timing` (optional
+//! `cargo bench -p tierguard-conformance --bench restore_timing` (optional
 //! arguments: `--runs N`, `--quick` for the small size only).
 //!
 //! `-- --churn [--large]` times instead the syncs of everyday events against a
@@ -24,9 +24,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use tierguard::Cluster;
 use tierguard::cluster::{ContainerPort, NamespaceInfo, PodInfo};
 use tierguard::policy::Protocol;
+use tierguard_conformance::netns::{NetnsExecutor, Topology, topology};
 use tierguard_enforcer::apply::{AppliedState, Applier, backend};
 use tierguard_enforcer::exec::{ExecError, Executor};
-use tierguard_enforcer::netns::{NetnsExecutor, Topology, topology};
 use tierguard_enforcer::sync::{NodeIdentity, SyncOptions, Syncer};
 
 /// Pods per node (the kubelet default maximum is 110).
@@ -359,7 +359,7 @@ fn churn(pods: usize, policies: usize, runs: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let Err(e) = tierguard_enforcer::netns::preflight() {
+    if let Err(e) = tierguard_conformance::netns::preflight() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             eprintln!("restore_timing: cannot run: {e}");
             std::process::exit(1);

@@ -7,7 +7,7 @@ use std::fs::File;
 use nix::sched::CloneFlags;
 
 use super::topology::netns_path;
-use crate::exec::{ExecError, Executor, HostExecutor};
+use tierguard_enforcer::exec::{ExecError, Executor, HostExecutor};
 
 /// Runs programs inside network namespace `netns` (a name under /run/netns).
 #[derive(Clone, Debug)]

@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use netns_support::*;
 use tierguard::policy::Policy;
-use tierguard_enforcer::conformance::dataplane::DataPlane;
+use tierguard_conformance::conformance::dataplane::DataPlane;
+use tierguard_conformance::netns::topology::in_netns;
+use tierguard_conformance::netns::{NetnsDataPlane, NetnsError, NetnsOptions};
 use tierguard_enforcer::conntrack::EnforceExisting;
-use tierguard_enforcer::netns::topology::in_netns;
-use tierguard_enforcer::netns::{NetnsDataPlane, NetnsError, NetnsOptions};
 use tierguard_enforcer::sync::SyncOptions;
 
 const PODS: &[(&str, &str, &str)] = &[

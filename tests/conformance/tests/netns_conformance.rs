@@ -14,8 +14,8 @@ use netns_support::netns_available;
 
 /// Runs the cases under `dir`; returns what the run printed.
 fn run_cases(dir: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tierguard-enforcer"))
-        .args(["conformance", "--dataplane", "netns"])
+    let out = Command::new(env!("CARGO_BIN_EXE_tierguard-conformance"))
+        .args(["--dataplane", "netns"])
         .arg(dir)
         .output()
         .unwrap();
@@ -39,13 +39,13 @@ fn the_public_cases_pass_on_netns() {
     if !netns_available("netns_conformance") {
         return;
     }
-    run_cases(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/cases"));
+    run_cases(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/cases"));
 }
 
 /// Whether the dual-stack cases can run (the IPv6 tools too): panics under CI=true
 /// when they cannot, prints why they are skipped elsewhere.
 fn ipv6_available(test: &str) -> bool {
-    match tierguard_enforcer::netns::preflight_ipv6() {
+    match tierguard_conformance::netns::preflight_ipv6() {
         Ok(()) => true,
         Err(e) => {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -62,7 +62,7 @@ fn the_repositorys_own_cases_pass_on_netns() {
     if !netns_available("netns_conformance") || !ipv6_available("netns_conformance") {
         return;
     }
-    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../enforcer/tests/cases");
     if !dir.is_dir() {
         eprintln!("no {}: nothing to run", dir.display());
         return;

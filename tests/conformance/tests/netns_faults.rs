@@ -19,13 +19,13 @@ use netns_support::faults::*;
 use netns_support::netns_available;
 use tierguard::Cluster;
 use tierguard::policy::{Direction, PolicyId};
+use tierguard_conformance::conformance::dataplane::{DataPlane, Probe};
+use tierguard_conformance::netns::{NetnsDataPlane, NetnsExecutor};
 use tierguard_enforcer::apply::XtablesWait;
-use tierguard_enforcer::conformance::dataplane::{DataPlane, Probe};
 use tierguard_enforcer::daemon::metrics::Metrics;
 use tierguard_enforcer::daemon::{LoopConfig, drive};
 use tierguard_enforcer::exec::Executor;
 use tierguard_enforcer::naming;
-use tierguard_enforcer::netns::{NetnsDataPlane, NetnsExecutor};
 use tierguard_enforcer::sync::{Backend, HostExecutor, NodeIdentity, SyncOptions, Syncer};
 use tokio_util::sync::CancellationToken;
 

@@ -9,8 +9,8 @@ mod netns_support;
 
 use netns_support::*;
 use tierguard::policy::Protocol;
-use tierguard_enforcer::conformance::dataplane::{DataPlane, Outcome, Probe};
-use tierguard_enforcer::netns::{NetnsDataPlane, NetnsOptions, topology};
+use tierguard_conformance::conformance::dataplane::{DataPlane, Outcome, Probe};
+use tierguard_conformance::netns::{NetnsDataPlane, NetnsOptions, topology};
 
 const PODS: &[(&str, &str, &str)] = &[
     ("x", "a", "10.244.1.10"),

@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use tierguard::Cluster;
 use tierguard::cluster::{ContainerPort, NamespaceInfo, PodInfo};
 use tierguard::policy::Protocol;
-use tierguard_enforcer::conformance::dataplane::Probe;
+use tierguard_conformance::conformance::dataplane::Probe;
 
 /// Isolates every pod of y for ingress, admitting only pods of x on TCP 80.
 pub const Y_FROM_X_80: &str = r#"
@@ -29,7 +29,7 @@ spec:
 /// Whether the netns tests can run here. In CI (`CI=true`) they must: panics
 /// there; elsewhere prints why they are skipped.
 pub fn netns_available(test: &str) -> bool {
-    match tierguard_enforcer::netns::preflight() {
+    match tierguard_conformance::netns::preflight() {
         Ok(()) => true,
         Err(e) => {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -130,7 +130,7 @@ pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
 /// `iptables-save -t filter` and `ipset list` of a namespace, for failure messages.
 pub fn node_tables(netns: &str) -> String {
     use tierguard_enforcer::exec::Executor;
-    let exec = tierguard_enforcer::netns::NetnsExecutor::new(netns);
+    let exec = tierguard_conformance::netns::NetnsExecutor::new(netns);
     let save = exec.run("iptables-save", &["-t".into(), "filter".into()], None);
     let sets = exec.run("ipset", &["list".into()], None);
     format!("== {netns} iptables-save\n{save:?}\n== ipset list\n{sets:?}")

@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 
 use netns_support::*;
 use tierguard::PolicyId;
-use tierguard_enforcer::conformance::dataplane::DataPlane;
+use tierguard_conformance::conformance::dataplane::DataPlane;
+use tierguard_conformance::netns::{NetnsDataPlane, NetnsExecutor, NetnsOptions};
 use tierguard_enforcer::exec::Executor;
-use tierguard_enforcer::netns::{NetnsDataPlane, NetnsExecutor, NetnsOptions};
 
 /// `iptables-save -t filter` without comment lines and counters.
 fn filter_table(exec: &NetnsExecutor) -> Vec<String> {

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use tierguard::Cluster;
 use tierguard::policy::Protocol;
-use tierguard_enforcer::conformance::dataplane::{Outcome, Probe};
+use tierguard_conformance::conformance::dataplane::{Outcome, Probe};
+use tierguard_conformance::netns::{NetnsOptions, ProbeOptions, Prober};
 use tierguard_enforcer::exec::{ExecError, Executor};
-use tierguard_enforcer::netns::{NetnsOptions, ProbeOptions, Prober};
 
 use super::model_allows;
 
@@ -531,7 +531,13 @@ impl Agent {
         let mut header = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         writeln!(header, "=== agent start, state {}", state.display()).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", netns, env!("CARGO_BIN_EXE_tierguard-enforcer"), "run"])
+            .args([
+                "netns",
+                "exec",
+                netns,
+                env!("CARGO_BIN_EXE_tierguard-enforcer-agent"),
+                "run",
+            ])
             .args(["--node-name", NODE, "--node-ip", NODE_IP, "--pod-cidr", POD_CIDRS])
             .args(["--iptables-backend", "nft", "--ipv6", "off", "--debounce-ms", "0"])
             .args(["--metrics-addr", "127.0.0.1:0", "--state"])

@@ -1,4 +1,4 @@
-//! The `conformance` subcommand on the model data plane: public cases, the
+//! `tierguard-conformance` on the model data plane: public cases, the
 //! repository's own cases, failing cases and refused case files.
 
 #![allow(clippy::expect_used)]
@@ -6,24 +6,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn enforcer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tierguard-enforcer"))
+fn conformance() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tierguard-conformance"))
 }
 
 fn shared_cases() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/cases")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/cases")
 }
 
 fn own_cases() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../enforcer/tests/cases")
 }
 
 fn run(args: &[&Path]) -> (i32, String, String) {
-    let out = enforcer()
-        .arg("conformance")
-        .args(args)
-        .output()
-        .expect("run tierguard-enforcer");
+    let out = conformance().args(args).output().expect("run tierguard-conformance");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

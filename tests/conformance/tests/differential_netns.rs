@@ -15,6 +15,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../enforcer/tests/differential_support/mod.rs"]
 mod differential_support;
 
 use std::collections::BTreeMap;
@@ -26,10 +27,10 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
 use tierguard::engine::AddressFamily;
 use tierguard::policy::Protocol;
-use tierguard_enforcer::conformance::case::parse_case;
-use tierguard_enforcer::conformance::model::ModelDataPlane;
-use tierguard_enforcer::conformance::runner::run_case;
-use tierguard_enforcer::netns::{NetnsDataPlane, NetnsOptions};
+use tierguard_conformance::conformance::case::parse_case;
+use tierguard_conformance::conformance::model::ModelDataPlane;
+use tierguard_conformance::conformance::runner::run_case;
+use tierguard_conformance::netns::{NetnsDataPlane, NetnsOptions};
 
 const DEFAULT_SEED: u64 = 0x7469_6572_6775_6172;
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use netns_support::*;
 use tierguard::policy::Protocol;
 use tierguard::{Cluster, PolicyId};
-use tierguard_enforcer::conformance::dataplane::{DataPlane, Outcome, Probe};
-use tierguard_enforcer::netns::{NetnsDataPlane, NetnsOptions, ProbeOptions};
+use tierguard_conformance::conformance::dataplane::{DataPlane, Outcome, Probe};
+use tierguard_conformance::netns::{NetnsDataPlane, NetnsOptions, ProbeOptions};
 
 const Y_DENY_ALL: &str = r#"
 apiVersion: networking.k8s.io/v1

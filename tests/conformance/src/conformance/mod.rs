@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use dataplane::DataPlane;
 use runner::Totals;
 
-/// `conformance [--dataplane model|netns] PATH...`
+/// `tierguard-conformance [--dataplane model|netns] PATH...`
 #[derive(Debug, clap::Args)]
 pub struct ConformanceArgs {
     /// where the probes run

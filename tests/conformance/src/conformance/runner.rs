@@ -200,7 +200,7 @@ fn failure(
 /// Case files named by `paths`: files as given, folders' `*.yaml`/`*.yml`
 /// recursively, in name order.
 pub fn case_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    crate::files::files_under(paths, &["yaml", "yml"])
+    tierguard_enforcer::files::files_under(paths, &["yaml", "yml"])
 }
 
 /// Reads and validates one case file.

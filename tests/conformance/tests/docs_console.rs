@@ -1,0 +1,22 @@
+//! The `console` examples of `docs/` and the README that run
+//! `tierguard-conformance`: each command, run from the repository root, prints
+//! exactly what the example shows, and exits with the code it shows. The
+//! other examples are checked by `tests/tests/docs_examples.rs`.
+
+#[path = "../../src/docs.rs"]
+mod docs;
+
+use std::path::{Path, PathBuf};
+
+#[test]
+fn console_examples_show_what_conformance_prints() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let binary = |name: &str| {
+        (name == "tierguard-conformance").then(|| PathBuf::from(env!("CARGO_BIN_EXE_tierguard-conformance")))
+    };
+    let ran: usize = docs::console_blocks(&root)
+        .iter()
+        .map(|block| docs::check_console(&root, block, &binary))
+        .sum();
+    assert!(ran >= 2, "the console examples of tierguard-conformance are gone");
+}
