@@ -101,14 +101,14 @@ fn agent_sigkilled_mid_apply_and_restarted_never_loses_or_mixes_enforcement() {
     let mut agent = Agent::start(&node, &dir.path().join("old"), &log);
     assert!(agent.wait_synced(1, Duration::from_secs(60)), "{}", agent.log());
     agent.kill();
-    assert_eq!(in_force(&prober, &probes, &verdicts, "first agent"), InForce::Old);
+    assert_eq!(in_force(&mut plane, &probes, &verdicts, "first agent"), InForce::Old);
 
     let running = ContinuousProbes::start(&prober, &probes);
     let mut seed = 0x5eed_u64;
     let mut landed = Vec::new();
     for phase in [Phase::Sets, Phase::Rules] {
         for _attempt in 0..8 {
-            let before = in_force(&prober, &probes, &verdicts, "before a restart");
+            let before = in_force(&mut plane, &probes, &verdicts, "before a restart");
             let mut agent = Agent::start(&node, &dir.path().join("new"), &log);
             let deadline = Instant::now() + Duration::from_secs(60);
             let mut hit = false;
@@ -122,7 +122,12 @@ fn agent_sigkilled_mid_apply_and_restarted_never_loses_or_mixes_enforcement() {
                 }
             }
             agent.kill();
-            let after = in_force(&prober, &probes, &verdicts, &format!("after a kill during {phase:?}"));
+            let after = in_force(
+                &mut plane,
+                &probes,
+                &verdicts,
+                &format!("after a kill during {phase:?}"),
+            );
             if phase == Phase::Sets && hit {
                 // Nothing the rules use changed: the rules in force are those before.
                 assert_eq!(after, before, "a kill while sets were built changed what is enforced");
@@ -146,7 +151,7 @@ fn agent_sigkilled_mid_apply_and_restarted_never_loses_or_mixes_enforcement() {
     running.wait_results(probes.len());
     let seen = running.finish();
     assert_no_neither("SIGKILL mid-apply", &seen, &probes, &verdicts);
-    assert_eq!(in_force(&prober, &probes, &verdicts, "final agent"), InForce::New);
+    assert_eq!(in_force(&mut plane, &probes, &verdicts, "final agent"), InForce::New);
     let exec = NetnsExecutor::new(&node);
     let (sets, used) = sets_and_uses(&exec);
     let rendered = Syncer::new(identity(), HostExecutor, sync_options(Backend::Nft)).render(&new);
@@ -174,7 +179,7 @@ fn failed_restores_keep_the_previous_rules_and_the_next_sync_applies_all() {
     let exec = FaultyExecutor::new(NetnsExecutor::new(&node));
     let mut syncer = Syncer::new(identity(), &exec, sync_options(Backend::Nft));
     syncer.sync(&old).unwrap();
-    assert_eq!(in_force(&prober, &probes, &verdicts, "OLD synced"), InForce::Old);
+    assert_eq!(in_force(&mut plane, &probes, &verdicts, "OLD synced"), InForce::Old);
 
     let running = ContinuousProbes::start(&prober, &probes);
     let faults = [
@@ -192,7 +197,7 @@ fn failed_restores_keep_the_previous_rules_and_the_next_sync_applies_all() {
         running.wait_results(probes.len());
         let context = format!("after {program} {mode:?} failed ({err})");
         assert_eq!(
-            in_force(&prober, &probes, &verdicts, &context),
+            in_force(&mut plane, &probes, &verdicts, &context),
             InForce::Old,
             "{context}"
         );
@@ -203,7 +208,7 @@ fn failed_restores_keep_the_previous_rules_and_the_next_sync_applies_all() {
     syncer.sync(&new).unwrap();
     assert!(exec.fired());
     running.wait_results(probes.len());
-    assert_eq!(in_force(&prober, &probes, &verdicts, "NEW synced"), InForce::New);
+    assert_eq!(in_force(&mut plane, &probes, &verdicts, "NEW synced"), InForce::New);
     let (sets, used) = sets_and_uses(&exec);
     assert!(
         sets.len() > used.len(),
@@ -242,7 +247,7 @@ fn a_held_xtables_lock_fails_the_sync_cleanly_and_the_sync_after_its_release_app
     let exec = NetnsExecutor::new(&node);
     let mut syncer = Syncer::new(identity(), &exec, options);
     syncer.sync(&old).unwrap();
-    assert_eq!(in_force(&prober, &probes, &verdicts, "OLD synced"), InForce::Old);
+    assert_eq!(in_force(&mut plane, &probes, &verdicts, "OLD synced"), InForce::Old);
     let running = ContinuousProbes::start(&prober, &probes);
 
     let lock = || {
@@ -261,7 +266,7 @@ fn a_held_xtables_lock_fails_the_sync_cleanly_and_the_sync_after_its_release_app
     let message = err.unwrap_or_else(|| panic!("the sync succeeded while the xtables lock was held"));
     assert!(message.contains("xtables lock"), "{message}");
     running.wait_results(probes.len());
-    assert_eq!(in_force(&prober, &probes, &verdicts, &message), InForce::Old);
+    assert_eq!(in_force(&mut plane, &probes, &verdicts, &message), InForce::Old);
 
     // Released while the next sync waits for it: that sync applies NEW.
     let release = std::thread::spawn(move || {
@@ -271,7 +276,7 @@ fn a_held_xtables_lock_fails_the_sync_cleanly_and_the_sync_after_its_release_app
     syncer.sync(&new).unwrap();
     release.join().unwrap();
     running.wait_results(probes.len());
-    assert_eq!(in_force(&prober, &probes, &verdicts, "lock released"), InForce::New);
+    assert_eq!(in_force(&mut plane, &probes, &verdicts, "lock released"), InForce::New);
 
     let seen = running.finish();
     assert_no_neither("xtables lock", &seen, &probes, &verdicts);
@@ -339,7 +344,7 @@ fn an_unreachable_api_server_keeps_the_rules_and_resumed_watches_apply_changes()
         updates.unbounded_send(update).unwrap();
     }
     wait_syncs(1);
-    assert_eq!(in_force(&prober, &probes, &verdicts, "OLD listed"), InForce::Old);
+    assert_eq!(in_force(&mut plane, &probes, &verdicts, "OLD listed"), InForce::Old);
     let exec = NetnsExecutor::new(&node);
     let rules_before = tg_rules(&exec);
     let running = ContinuousProbes::start(&prober, &probes);
@@ -351,7 +356,7 @@ fn an_unreachable_api_server_keeps_the_rules_and_resumed_watches_apply_changes()
     assert!(metrics.syncs.get() >= syncs_before + 2, "no resync during the outage");
     assert_eq!(metrics.errors.get(), 0);
     assert_eq!(tg_rules(&exec), rules_before, "the rules changed during the outage");
-    assert_eq!(in_force(&prober, &probes, &verdicts, "outage"), InForce::Old);
+    assert_eq!(in_force(&mut plane, &probes, &verdicts, "outage"), InForce::Old);
 
     // It is back: each watch relists, and the loop applies the changes made meanwhile.
     let syncs_before = metrics.syncs.get();
@@ -360,7 +365,7 @@ fn an_unreachable_api_server_keeps_the_rules_and_resumed_watches_apply_changes()
     }
     wait_syncs(syncs_before + 1);
     running.wait_results(probes.len());
-    assert_eq!(in_force(&prober, &probes, &verdicts, "relisted"), InForce::New);
+    assert_eq!(in_force(&mut plane, &probes, &verdicts, "relisted"), InForce::New);
 
     let seen = running.finish();
     assert_no_neither("API server outage", &seen, &probes, &verdicts);
@@ -410,7 +415,7 @@ fn a_restart_into_a_changed_cluster_removes_what_is_gone_and_new_pods_fail_close
     let mut agent = Agent::start(&node, &dir.path().join("old"), &log);
     assert!(agent.wait_synced(1, Duration::from_secs(60)), "{}", agent.log());
     // A pod the agent does not know (y/c) gets nothing in or out: fail closed.
-    assert_eq!(in_force(&prober, &probes, &verdicts, "OLD agent"), InForce::Old);
+    assert_eq!(in_force(&mut plane, &probes, &verdicts, "OLD agent"), InForce::Old);
     let chains_before = chains(&exec);
     let egress_policy = |d| {
         naming::policy_chain_name(
@@ -443,7 +448,7 @@ fn a_restart_into_a_changed_cluster_removes_what_is_gone_and_new_pods_fail_close
     running.wait_results(probes.len());
     let seen = running.finish();
     assert_no_neither("restart into a changed cluster", &seen, &probes, &verdicts);
-    assert_eq!(in_force(&prober, &probes, &verdicts, "NEW agent"), InForce::New);
+    assert_eq!(in_force(&mut plane, &probes, &verdicts, "NEW agent"), InForce::New);
 
     // Exactly NEW's chains and sets are left: the first sync removed the stale ones.
     let rendered = Syncer::new(identity(), HostExecutor, sync_options(Backend::Nft)).render(&new);
@@ -510,7 +515,7 @@ fn sets_changed_in_place_or_switched_with_their_rules_never_mix_old_and_new() {
 
     for (name, new) in [("members", &members), ("both", &both)] {
         let verdicts = verdicts(&old, new, &probes);
-        assert_eq!(in_force(&prober, &probes, &verdicts, "OLD synced"), InForce::Old);
+        assert_eq!(in_force(&mut plane, &probes, &verdicts, "OLD synced"), InForce::Old);
         let running = ContinuousProbes::start(&prober, &probes);
         for _ in 0..6 {
             let forth = syncer.sync(new).unwrap();

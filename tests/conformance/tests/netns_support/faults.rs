@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tierguard::Cluster;
 use tierguard::policy::Protocol;
 use tierguard_conformance::conformance::dataplane::{Outcome, Probe};
-use tierguard_conformance::netns::{NetnsOptions, ProbeOptions, Prober};
+use tierguard_conformance::netns::{NetnsDataPlane, NetnsOptions, ProbeOptions, Prober};
 use tierguard_enforcer::exec::{ExecError, Executor};
 
 use super::model_allows;
@@ -346,10 +346,19 @@ pub enum InForce {
     New,
 }
 
-/// Probes once at rest and tells which rule set every result agrees with.
-pub fn in_force(prober: &Prober, probes: &[Probe], verdicts: &[(bool, bool)], context: &str) -> InForce {
-    let outcomes = prober.run(probes).unwrap();
-    let reach: Vec<bool> = outcomes.iter().map(|o| *o == Outcome::Reachable).collect();
+/// Probes at rest, three rounds, and tells which rule set every probe's
+/// majority result agrees with. One round is not enough: a probe's source
+/// port can repeat one an earlier probe used under the other rule set, and a
+/// connection the kernel still tracks is accepted whatever the rules say
+/// (existing connections are kept); that touches one probe in one round,
+/// while what the rules enforce at rest is the same every round. Conntrack is
+/// not flushed instead: probes running in the background would lose replies.
+pub fn in_force(plane: &mut NetnsDataPlane, probes: &[Probe], verdicts: &[(bool, bool)], context: &str) -> InForce {
+    let prober = plane.prober().unwrap();
+    let rounds: Vec<Vec<Outcome>> = (0..3).map(|_| prober.run(probes).unwrap()).collect();
+    let reach: Vec<bool> = (0..probes.len())
+        .map(|i| rounds.iter().filter(|r| r[i] == Outcome::Reachable).count() >= 2)
+        .collect();
     let old = reach.iter().zip(verdicts).all(|(r, (o, _))| r == o);
     let new = reach.iter().zip(verdicts).all(|(r, (_, n))| r == n);
     match (old, new) {
@@ -358,9 +367,12 @@ pub fn in_force(prober: &Prober, probes: &[Probe], verdicts: &[(bool, bool)], co
         _ => {
             let table: Vec<String> = probes
                 .iter()
-                .zip(&outcomes)
+                .enumerate()
                 .zip(verdicts)
-                .map(|((p, o), (vo, vn))| format!("{p:?}: {o:?} (OLD {vo}, NEW {vn})"))
+                .map(|((i, p), (vo, vn))| {
+                    let seen: Vec<String> = rounds.iter().map(|r| format!("{:?}", r[i])).collect();
+                    format!("{p:?}: {} (OLD {vo}, NEW {vn})", seen.join("/"))
+                })
                 .collect();
             panic!(
                 "{context}: at rest the node is neither OLD nor NEW:\n{}",
@@ -370,7 +382,6 @@ pub fn in_force(prober: &Prober, probes: &[Probe], verdicts: &[(bool, bool)], co
     }
 }
 
-/// A pseudo-random number in 0..max (xorshift).
 pub fn jitter(seed: &mut u64, max: u64) -> u64 {
     *seed ^= *seed << 13;
     *seed ^= *seed >> 7;
