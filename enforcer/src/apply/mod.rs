@@ -403,38 +403,61 @@ pub struct SavedFilter {
     pub sets_used: BTreeSet<String>,
 }
 
+/// One line of the filter table in `iptables-save` output that the applier reads.
+enum FilterLine<'a> {
+    /// `:NAME POLICY [packets:bytes]`: a chain declared
+    Chain(&'a str),
+    /// `-A RULE`, with `RULE` split into its chain and the spec after it
+    Rule {
+        rule: &'a str,
+        chain: &'a str,
+        spec: &'a str,
+    },
+}
+
+/// The chain declarations and rules of the filter table, in order; other tables skipped.
+fn filter_lines(save: &str) -> impl Iterator<Item = FilterLine<'_>> {
+    let mut in_filter = false;
+    save.lines().filter_map(move |line| {
+        if let Some(table) = line.strip_prefix('*') {
+            in_filter = table == "filter";
+            return None;
+        }
+        if !in_filter {
+            return None;
+        }
+        if let Some(decl) = line.strip_prefix(':') {
+            return Some(FilterLine::Chain(decl.split_whitespace().next().unwrap_or_default()));
+        }
+        let rule = line.strip_prefix("-A ")?;
+        let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
+        Some(FilterLine::Rule { rule, chain, spec })
+    })
+}
+
 /// Reads the enforcer's chains from `iptables-save -t filter` output.
 pub fn parse_save(save: &str) -> SavedFilter {
     let mut out = SavedFilter::default();
-    let mut in_filter = false;
-    for line in save.lines() {
-        if let Some(table) = line.strip_prefix('*') {
-            in_filter = table == "filter";
-            continue;
-        }
-        if !in_filter {
-            continue;
-        }
-        if let Some(decl) = line.strip_prefix(':') {
-            let name = decl.split_whitespace().next().unwrap_or_default();
-            if naming::is_owned_chain(name) {
-                out.chains.insert(name.to_string());
+    for line in filter_lines(save) {
+        match line {
+            FilterLine::Chain(name) => {
+                if naming::is_owned_chain(name) {
+                    out.chains.insert(name.to_string());
+                }
             }
-        } else if let Some(rule) = line.strip_prefix("-A ") {
-            let chain = rule.split_whitespace().next().unwrap_or_default();
-            let jumps_to_ours = rule
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .windows(2)
-                .any(|w| (w[0] == "-j" || w[0] == "-g") && naming::is_owned_chain(w[1]));
-            if !naming::is_owned_chain(chain) && jumps_to_ours {
-                out.jumps.push(rule.to_string());
-            }
-            if naming::is_owned_chain(chain) {
+            FilterLine::Rule { rule, chain, .. } => {
                 let words: Vec<&str> = rule.split_whitespace().collect();
-                for pair in words.windows(2) {
-                    if pair[0] == MATCH_SET.trim_end() && naming::is_owned_set(pair[1]) {
-                        out.sets_used.insert(pair[1].to_string());
+                let jumps_to_ours = words
+                    .windows(2)
+                    .any(|w| (w[0] == "-j" || w[0] == "-g") && naming::is_owned_chain(w[1]));
+                if !naming::is_owned_chain(chain) && jumps_to_ours {
+                    out.jumps.push(rule.to_string());
+                }
+                if naming::is_owned_chain(chain) {
+                    for pair in words.windows(2) {
+                        if pair[0] == MATCH_SET.trim_end() && naming::is_owned_set(pair[1]) {
+                            out.sets_used.insert(pair[1].to_string());
+                        }
                     }
                 }
             }
@@ -556,29 +579,22 @@ pub struct SavedChains {
 /// Reads the TG- chains' rules from `iptables-save -t filter` output.
 pub fn parse_saved_chains(save: &str) -> SavedChains {
     let mut out = SavedChains::default();
-    let mut in_filter = false;
-    for line in save.lines() {
-        if let Some(table) = line.strip_prefix('*') {
-            in_filter = table == "filter";
-            continue;
-        }
-        if !in_filter {
-            continue;
-        }
-        if let Some(decl) = line.strip_prefix(':') {
-            let name = decl.split_whitespace().next().unwrap_or_default();
-            if naming::is_owned_chain(name) {
-                out.chains.entry(name.to_string()).or_default();
+    for line in filter_lines(save) {
+        match line {
+            FilterLine::Chain(name) => {
+                if naming::is_owned_chain(name) {
+                    out.chains.entry(name.to_string()).or_default();
+                }
             }
-        } else if let Some(rule) = line.strip_prefix("-A ") {
-            let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
-            if naming::is_owned_chain(chain) {
-                out.chains.entry(chain.to_string()).or_default().push(spec.to_string());
-            } else if chain == "FORWARD" {
-                let words: Vec<&str> = spec.split_whitespace().collect();
-                out.jump |= words
-                    .windows(2)
-                    .any(|w| (w[0] == "-j" || w[0] == "-g") && w[1] == naming::FORWARD_CHAIN);
+            FilterLine::Rule { chain, spec, .. } => {
+                if naming::is_owned_chain(chain) {
+                    out.chains.entry(chain.to_string()).or_default().push(spec.to_string());
+                } else if chain == "FORWARD" {
+                    let words: Vec<&str> = spec.split_whitespace().collect();
+                    out.jump |= words
+                        .windows(2)
+                        .any(|w| (w[0] == "-j" || w[0] == "-g") && w[1] == naming::FORWARD_CHAIN);
+                }
             }
         }
     }
