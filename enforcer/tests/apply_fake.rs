@@ -1,14 +1,14 @@
 //! The apply path against a fake executor: the order of operations, what is
 //! rewritten, and failed restores (no root needed).
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use tierguard::policy::PolicyId;
 use tierguard_enforcer::apply::ApplyError;
 use tierguard_enforcer::exec::{ExecError, Executor};
-use tierguard_enforcer::load::load;
 use tierguard_enforcer::sync::{Backend, NodeIdentity, SyncError, SyncOptions, Syncer};
 
 /// One recorded call: program, arguments, stdin.
@@ -50,18 +50,6 @@ impl Fake {
     }
 }
 
-fn fixture() -> (tierguard::Cluster, NodeIdentity) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/basic");
-    let (cluster, addresses) = load(&[path], "node-a").unwrap_or_else(|e| panic!("{e}"));
-    (
-        cluster,
-        NodeIdentity {
-            name: "node-a".into(),
-            addresses,
-        },
-    )
-}
-
 fn options() -> SyncOptions {
     SyncOptions {
         backend: Some(Backend::Nft),
@@ -71,7 +59,7 @@ fn options() -> SyncOptions {
 
 #[test]
 fn sets_before_rules_then_jump_and_only_changes_afterwards() {
-    let (mut cluster, node) = fixture();
+    let (mut cluster, node) = support::load_fixture("basic");
     let fake = Fake::default();
     let mut syncer = Syncer::new(node, &fake, options());
     let report = syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
@@ -153,7 +141,7 @@ fn sets_matched(script: &str) -> BTreeSet<String> {
 
 #[test]
 fn a_changed_set_gains_members_before_the_rules_and_after_a_failed_rule_restore_is_rebuilt_aside() {
-    let (mut cluster, node) = fixture();
+    let (mut cluster, node) = support::load_fixture("basic");
     let fake = Fake::default();
     let mut syncer = Syncer::new(node, &fake, options());
     syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
@@ -260,7 +248,7 @@ fn a_changed_set_gains_members_before_the_rules_and_after_a_failed_rule_restore_
 
 #[test]
 fn failed_restore_names_the_line_and_keeps_the_previous_state() {
-    let (mut cluster, node) = fixture();
+    let (mut cluster, node) = support::load_fixture("basic");
     let fake = Fake::default();
     let mut syncer = Syncer::new(node, &fake, options());
     syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
@@ -303,7 +291,7 @@ fn failed_restore_names_the_line_and_keeps_the_previous_state() {
 
 #[test]
 fn restart_adopts_existing_chains_and_removes_only_stale_ones() {
-    let (cluster, node) = fixture();
+    let (cluster, node) = support::load_fixture("basic");
     let fake = Fake::default();
     if let Ok(mut s) = fake.save.lock() {
         *s = "*nat\n:TG-NOT-FILTER - [0:0]\nCOMMIT\n*filter\n:FORWARD ACCEPT [0:0]\n:TG-FORWARD - [0:0]\n:TG-P-000000000000-I - [0:0]\n-A FORWARD -m comment --comment tierguard -j TG-FORWARD\n-A TG-FORWARD -j ACCEPT\nCOMMIT\n".into();

@@ -4,28 +4,10 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use support::Scratch;
 use tierguard::policy::PolicyId;
-use tierguard_enforcer::load::load;
 use tierguard_enforcer::naming;
-use tierguard_enforcer::sync::{NodeIdentity, SyncOptions, Syncer};
-
-fn fixture() -> (tierguard::Cluster, NodeIdentity) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/basic");
-    let (cluster, addresses) = match load(&[path], "node-a") {
-        Ok(x) => x,
-        Err(e) => panic!("{e}"),
-    };
-    (
-        cluster,
-        NodeIdentity {
-            name: "node-a".into(),
-            addresses,
-        },
-    )
-}
+use tierguard_enforcer::sync::{SyncOptions, Syncer};
 
 fn tg_lines(table: &str) -> usize {
     table.lines().filter(|l| l.starts_with("-A TG-")).count()
@@ -55,7 +37,7 @@ fn as_rendered(table: &str) -> String {
 fn applies_incrementally_removes_stale_state_and_cleans_up() {
     let Some(scratch) = Scratch::new() else { return };
     let before = scratch.filter_table();
-    let (mut cluster, node) = fixture();
+    let (mut cluster, node) = support::load_fixture("basic");
     let mut syncer = Syncer::new(node.clone(), scratch.exec.clone(), SyncOptions::default());
     let first = match syncer.sync(&cluster) {
         Ok(r) => r,

@@ -5,15 +5,15 @@
 //! incremental resync, adoption after a restart, cleanup; then real IPv6
 //! packets between two veth'd pod namespaces (fd00:: ULA only).
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::Command;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use tierguard::policy::Policy;
 use tierguard_enforcer::compile::Family;
 use tierguard_enforcer::exec::{ExecError, Executor, HostExecutor};
-use tierguard_enforcer::load::load;
-use tierguard_enforcer::sync::{NodeIdentity, SyncOptions, Syncer};
+use tierguard_enforcer::sync::{SyncOptions, Syncer};
 
 /// Runs every program inside one network namespace.
 #[derive(Clone, Debug)]
@@ -147,18 +147,6 @@ fn tg_rules(table: &str) -> usize {
     table.lines().filter(|l| l.starts_with("-A TG-")).count()
 }
 
-fn fixture() -> (tierguard::Cluster, NodeIdentity) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dualstack");
-    let (cluster, addresses) = load(&[path], "node-a").unwrap_or_else(|e| panic!("{e}"));
-    (
-        cluster,
-        NodeIdentity {
-            name: "node-a".into(),
-            addresses,
-        },
-    )
-}
-
 /// The `api` policy of the fixture with its ipBlock rule on port 9091 instead of 9090.
 fn changed_api_policy() -> Policy {
     let yaml = r#"
@@ -191,7 +179,7 @@ fn dual_stack_apply_resync_adopt_and_cleanup() {
     let before6 = table(&node_ns, "ip6tables-save");
     assert!(sets(&node_ns).is_empty());
 
-    let (mut cluster, node) = fixture();
+    let (mut cluster, node) = support::load_fixture("dualstack");
     let mut syncer = Syncer::new(node.clone(), node_ns.clone(), SyncOptions::default());
     let first = syncer.sync(&cluster).unwrap_or_else(|e| panic!("first sync: {e}"));
     let v6 = table(&node_ns, "ip6tables-save");
@@ -459,7 +447,7 @@ fn ipv6_packets_between_veth_pods_follow_the_policies() {
     });
     assert!(ready, "the servers never answered before enforcement");
 
-    let (cluster, identity) = fixture();
+    let (cluster, identity) = support::load_fixture("dualstack");
     let mut syncer = Syncer::new(identity, node_ns.clone(), SyncOptions::default());
     syncer.sync(&cluster).unwrap_or_else(|e| panic!("sync: {e}"));
     let tables = || table(&node_ns, "ip6tables-save");

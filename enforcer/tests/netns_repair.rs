@@ -6,27 +6,9 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use support::Scratch;
 use tierguard_enforcer::daemon::metrics::Metrics;
-use tierguard_enforcer::load::load;
-use tierguard_enforcer::sync::{Backend, NodeIdentity, SyncOptions, Syncer};
-
-fn fixture() -> (tierguard::Cluster, NodeIdentity) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/basic");
-    let (cluster, addresses) = match load(&[path], "node-a") {
-        Ok(x) => x,
-        Err(e) => panic!("{e}"),
-    };
-    (
-        cluster,
-        NodeIdentity {
-            name: "node-a".into(),
-            addresses,
-        },
-    )
-}
+use tierguard_enforcer::sync::{Backend, SyncOptions, Syncer};
 
 /// `ipset save` of the enforcer's sets, sorted (comparable across time).
 fn set_members(scratch: &Scratch) -> Vec<String> {
@@ -70,7 +52,7 @@ fn a_resync_repairs_exactly_what_drifted_and_then_nothing_legacy() {
 
 fn repairs_exactly_what_drifted(backend: Backend) {
     let Some(scratch) = Scratch::new() else { return };
-    let (cluster, node) = fixture();
+    let (cluster, node) = support::load_fixture("basic");
     let options = SyncOptions {
         backend: Some(backend),
         ..SyncOptions::default()

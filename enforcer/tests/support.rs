@@ -5,7 +5,26 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::path::PathBuf;
+
 use tierguard_enforcer::exec::{ExecError, Executor, HostExecutor};
+use tierguard_enforcer::load::load;
+use tierguard_enforcer::sync::NodeIdentity;
+
+/// The cluster of `tests/fixtures/<folder>` as node-a sees it, with node-a's addresses.
+pub fn load_fixture(folder: &str) -> (tierguard::Cluster, NodeIdentity) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(folder);
+    let (cluster, addresses) = load(&[path], "node-a").unwrap_or_else(|e| panic!("{e}"));
+    (
+        cluster,
+        NodeIdentity {
+            name: "node-a".into(),
+            addresses,
+        },
+    )
+}
 
 /// Runs every program inside a network namespace.
 #[derive(Clone, Debug)]
