@@ -1,6 +1,8 @@
-//! compile + render for generated clusters, and an incremental sync after
-//! one policy change (against an executor that does nothing, so this is the
-//! enforcer's own cost: compile, render, diff and script generation).
+//! compile + render for generated clusters; an incremental sync after one
+//! policy change (against an executor that does nothing, so this is the
+//! enforcer's own cost: compile, render, diff and script generation); and the
+//! compile + render after one pod's labels change, of what changed and from
+//! scratch.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -11,9 +13,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use tierguard::cluster::ContainerPort;
 use tierguard::policy::{IpBlock, NamespaceScope, Peer, PolicyPort, PortMatch, Protocol, Rule};
 use tierguard::{Cluster, NamespaceInfo, PodInfo, Policy, PolicyId, Selector};
-use tierguard_enforcer::compile::{NodeView, compile};
+use tierguard_enforcer::compile::{Family, NodeView, compile};
 use tierguard_enforcer::exec::{ExecError, Executor};
-use tierguard_enforcer::render::{RenderOptions, render};
+use tierguard_enforcer::incremental::IncrementalCompiler;
+use tierguard_enforcer::render::{RenderCache, RenderOptions, render, render_with};
 use tierguard_enforcer::sync::{Backend, NodeIdentity, SyncOptions, Syncer};
 
 const TIERS: [&str; 3] = ["frontend", "backend", "data"];
@@ -206,6 +209,8 @@ fn compile_render(c: &mut Criterion) {
     group.finish();
 }
 
+/// A sync after one policy change, the policy flipping between two versions
+/// on one live cluster (so the sync compiles what changed, as in the agent).
 fn incremental(c: &mut Criterion) {
     let mut group = c.benchmark_group("incremental_sync");
     group
@@ -213,15 +218,14 @@ fn incremental(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
     for (pods, policies) in SIZES {
-        let a = cluster(pods, policies);
+        let mut live = cluster(pods, policies);
         // One policy that selects node-0's pods changes a port.
-        let mut b = a.clone();
         let namespaces = (policies / 10).max(5);
-        let mut changed = policy(namespaces * 2, namespaces);
+        let original = policy(namespaces * 2, namespaces);
+        let mut changed = original.clone();
         if let Some(rule) = changed.ingress.first_mut() {
             rule.ports = vec![port(Protocol::Tcp, PortMatch::Range { start: 8080, end: 8091 })];
         }
-        b.upsert_policy(changed);
         let identity = NodeIdentity {
             name: "node-0".into(),
             addresses: vec![IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1))],
@@ -231,8 +235,9 @@ fn incremental(c: &mut Criterion) {
             ..SyncOptions::default()
         };
         let mut syncer = Syncer::new(identity, Null, options);
-        let _ = syncer.sync(&a);
-        if let Ok(report) = syncer.sync(&b) {
+        let _ = syncer.sync(&live);
+        live.upsert_policy(changed.clone());
+        if let Ok(report) = syncer.sync(&live) {
             eprintln!(
                 "{pods} pods / {policies} policies: one policy change rewrites {} chains, {} sets",
                 report.chains_written, report.sets_written
@@ -242,12 +247,50 @@ fn incremental(c: &mut Criterion) {
         group.bench_function(format!("{pods}_pods_{policies}_policies"), |bench| {
             bench.iter(|| {
                 flip = !flip;
-                syncer.sync(if flip { &a } else { &b })
+                live.upsert_policy(if flip { original.clone() } else { changed.clone() });
+                syncer.sync(&live)
             })
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, compile_render, incremental);
+/// Compile + render of what changed after one pod's labels change (flipping
+/// between two tiers), on one live cluster, against the from-scratch compile.
+fn pod_event(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pod_relabelled");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    for (pods, policies) in SIZES {
+        let mut live = cluster(pods, policies);
+        let Some(pod) = live.pod("ns-0", "pod-0").cloned() else {
+            continue;
+        };
+        let mut relabelled = pod.clone();
+        relabelled.labels.insert("tier".into(), "data".into());
+        let mut compiler = IncrementalCompiler::new(Family::V4);
+        let mut cache = RenderCache::default();
+        let _ = render_with(&compiler.compile(&live, &node()), &RenderOptions::default(), &mut cache);
+        let mut flip = false;
+        group.bench_function(format!("incremental_{pods}_pods_{policies}_policies"), |bench| {
+            bench.iter(|| {
+                flip = !flip;
+                live.upsert_pod(if flip { relabelled.clone() } else { pod.clone() });
+                render_with(&compiler.compile(&live, &node()), &RenderOptions::default(), &mut cache)
+            })
+        });
+        group.bench_function(format!("from_scratch_{pods}_pods_{policies}_policies"), |bench| {
+            bench.iter(|| {
+                flip = !flip;
+                live.upsert_pod(if flip { relabelled.clone() } else { pod.clone() });
+                render(&compile(&live, &node()), &RenderOptions::default())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, compile_render, incremental, pod_event);
 criterion_main!(benches);

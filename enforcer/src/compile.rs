@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::ops::Range;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use tierguard::Cluster;
@@ -83,13 +84,33 @@ fn block_set(block: &IpBlock, family: Family) -> Option<BTreeSet<SetEntry>> {
     Some(entries)
 }
 
-struct Compiler<'a> {
+/// One peer of a rule, before ports are applied.
+pub(crate) enum Target<'r> {
+    Any,
+    /// the union of the rule's selector peers
+    Pods(Vec<&'r Peer>),
+    Block(usize, &'r IpBlock),
+}
+
+/// Where a compile finds the pods a rule's peer covers: an index of the whole
+/// cluster built for one compile ([`compile_family`]), or targets kept up to
+/// date across syncs ([`crate::incremental`]). The rule logic above it is one
+/// and the same, so the two cannot spell a chain differently.
+pub(crate) trait PodIndex<'a> {
+    /// The pods (never host-network ones) `target` covers as a peer of a
+    /// policy in `namespace`, in cluster order.
+    fn pods_of(&mut self, target: &Target<'a>, namespace: &'a str) -> Rc<Vec<&'a PodInfo>>;
+
+    /// Their addresses of the compile's family, as hash:ip entries.
+    fn entries_of(&mut self, target: &Target<'a>, namespace: &'a str) -> Arc<BTreeSet<SetEntry>>;
+}
+
+/// The index of a whole cluster for one compile: every pod policies can name,
+/// grouped by namespace and by label class, with the answers memoised per
+/// distinct peer.
+struct ClusterIndex<'a> {
     cluster: &'a Cluster,
-    node: &'a NodeView,
     family: Family,
-    /// local pods (with addresses of the family), in cluster order
-    local: Vec<&'a PodInfo>,
-    sets: BTreeMap<String, IpSet>,
     /// every pod of the cluster that policies can name (not host-network), in
     /// cluster order (namespace, then name)
     all: Vec<&'a PodInfo>,
@@ -103,18 +124,10 @@ struct Compiler<'a> {
     /// memo: the namespaces (indices into `namespaces`) a scope includes, by
     /// (policy namespace for `Own`, "" for `Matching`; scope)
     scopes: HashMap<(&'a str, &'a NamespaceScope), Rc<Vec<usize>>>,
-    /// memo: the pods (indices into `all`, ascending) a target covers
-    targets: HashMap<TargetKey<'a>, Rc<Vec<usize>>>,
+    /// memo: the pods a target covers
+    targets: HashMap<TargetKey<'a>, Rc<Vec<&'a PodInfo>>>,
     /// memo: the hash:ip entries of a target's pods
-    entries: HashMap<TargetKey<'a>, BTreeSet<SetEntry>>,
-}
-
-/// One peer of a rule, before ports are applied.
-enum Target<'r> {
-    Any,
-    /// the union of the rule's selector peers
-    Pods(Vec<&'r Peer>),
-    Block(usize, &'r IpBlock),
+    entries: HashMap<TargetKey<'a>, Arc<BTreeSet<SetEntry>>>,
 }
 
 /// What the pods a target covers depend on (besides the cluster): a selector peer
@@ -127,31 +140,42 @@ enum TargetKey<'a> {
 }
 
 /// The policy namespace a scope's decisions depend on ("" when none).
-fn scope_key<'a>(scope: &NamespaceScope, policy_namespace: &'a str) -> &'a str {
+pub(crate) fn scope_key<'a>(scope: &NamespaceScope, policy_namespace: &'a str) -> &'a str {
     match scope {
         NamespaceScope::Own => policy_namespace,
         NamespaceScope::Matching(_) => "",
     }
 }
 
-impl<'a> Compiler<'a> {
-    fn add_set(&mut self, key: String, kind: SetKind, entries: BTreeSet<SetEntry>) -> String {
-        let name = naming::family_set_name(self.family, &key);
-        self.sets.insert(
-            name.clone(),
-            IpSet {
-                kind,
-                entries,
-                about: key,
-            },
-        );
-        name
-    }
-
-    fn ip_set(&mut self, key: String, pods: impl Iterator<Item = &'a PodInfo>) -> String {
-        let family = self.family;
-        let entries = pods.flat_map(|p| addrs(&p.ips, family)).map(SetEntry::Ip).collect();
-        self.add_set(key, SetKind::HashIp, entries)
+impl<'a> ClusterIndex<'a> {
+    fn new(cluster: &'a Cluster, family: Family) -> Self {
+        let mut index = ClusterIndex {
+            cluster,
+            family,
+            all: cluster.pods().filter(|p| !p.host_network).collect(),
+            class: Vec::new(),
+            class_labels: Vec::new(),
+            namespaces: Vec::new(),
+            scopes: HashMap::new(),
+            targets: HashMap::new(),
+            entries: HashMap::new(),
+        };
+        let mut classes: HashMap<&Labels, usize> = HashMap::new();
+        for pod in &index.all {
+            let next = index.class_labels.len();
+            let class = *classes.entry(&pod.labels).or_insert(next);
+            if class == next {
+                index.class_labels.push(&pod.labels);
+            }
+            index.class.push(class);
+        }
+        for (i, pod) in index.all.iter().enumerate() {
+            match index.namespaces.last_mut() {
+                Some((namespace, range)) if *namespace == pod.namespace.as_str() => range.end = i + 1,
+                _ => index.namespaces.push((pod.namespace.as_str(), i..i + 1)),
+            }
+        }
+        index
     }
 
     fn target_key(target: &Target<'a>, namespace: &'a str) -> TargetKey<'a> {
@@ -189,25 +213,24 @@ impl<'a> Compiler<'a> {
         self.scopes.insert(key, Rc::clone(&found));
         found
     }
+}
 
-    /// Pods of the cluster a target matches (as a peer of a policy in `namespace`), as
-    /// indices into `self.all`, ascending (cluster order). Selector peers look at the
-    /// namespaces their scope includes only; the decision per pod is the engine's
-    /// (`scope_includes` + selector, as in `peer_matches`). Memoised per target key.
-    fn pods_of(&mut self, target: &Target<'a>, namespace: &'a str) -> Rc<Vec<usize>> {
+impl<'a> PodIndex<'a> for ClusterIndex<'a> {
+    /// Selector peers look at the namespaces their scope includes only; the decision
+    /// per pod is the engine's (`scope_includes` + selector, as in `peer_matches`).
+    fn pods_of(&mut self, target: &Target<'a>, namespace: &'a str) -> Rc<Vec<&'a PodInfo>> {
         let key = Self::target_key(target, namespace);
         if let Some(found) = self.targets.get(&key) {
             return Rc::clone(found);
         }
         let family = self.family;
-        let found: Vec<usize> = match target {
-            Target::Any => (0..self.all.len()).collect(),
+        let found: Vec<&'a PodInfo> = match target {
+            Target::Any => self.all.clone(),
             Target::Block(_, block) => self
                 .all
                 .iter()
-                .enumerate()
-                .filter(|(_, pod)| addrs(&pod.ips, family).any(|ip| block.contains(&ip)))
-                .map(|(i, _)| i)
+                .filter(|pod| addrs(&pod.ips, family).any(|ip| block.contains(&ip)))
+                .copied()
                 .collect(),
             Target::Pods(peers) => {
                 let mut covered = vec![false; self.all.len()];
@@ -232,9 +255,9 @@ impl<'a> Compiler<'a> {
                 }
                 covered
                     .iter()
-                    .enumerate()
-                    .filter(|(_, c)| **c)
-                    .map(|(i, _)| i)
+                    .zip(&self.all)
+                    .filter(|(c, _)| **c)
+                    .map(|(_, pod)| *pod)
                     .collect()
             }
         };
@@ -243,23 +266,59 @@ impl<'a> Compiler<'a> {
         found
     }
 
-    /// The hash:ip set of the pods a target covers (entries memoised per target key).
-    fn target_set(&mut self, key: String, target: &Target<'a>, namespace: &'a str) -> String {
+    fn entries_of(&mut self, target: &Target<'a>, namespace: &'a str) -> Arc<BTreeSet<SetEntry>> {
         let memo = Self::target_key(target, namespace);
-        let entries = match self.entries.get(&memo) {
-            Some(entries) => entries.clone(),
-            None => {
-                let family = self.family;
-                let pods = self.pods_of(target, namespace);
-                let entries: BTreeSet<SetEntry> = pods
-                    .iter()
-                    .flat_map(|i| addrs(&self.all[*i].ips, family))
-                    .map(SetEntry::Ip)
-                    .collect();
-                self.entries.insert(memo, entries.clone());
-                entries
-            }
-        };
+        if let Some(entries) = self.entries.get(&memo) {
+            return Arc::clone(entries);
+        }
+        let family = self.family;
+        let entries: Arc<BTreeSet<SetEntry>> = Arc::new(
+            self.pods_of(target, namespace)
+                .iter()
+                .flat_map(|pod| addrs(&pod.ips, family))
+                .map(SetEntry::Ip)
+                .collect(),
+        );
+        self.entries.insert(memo, Arc::clone(&entries));
+        entries
+    }
+}
+
+/// Compiles policy chains: the rule logic, over any [`PodIndex`]. The sets a
+/// chain uses are collected in `sets` (their names are the policy's own, so
+/// no two chains share one).
+pub(crate) struct ChainCompiler<'a, 'i, I> {
+    pub(crate) cluster: &'a Cluster,
+    pub(crate) family: Family,
+    /// local pods (with addresses of the family), in cluster order
+    pub(crate) local: &'i [&'a PodInfo],
+    pub(crate) index: &'i mut I,
+    pub(crate) sets: BTreeMap<String, IpSet>,
+}
+
+impl<'a, I: PodIndex<'a>> ChainCompiler<'a, '_, I> {
+    fn add_set(&mut self, key: String, kind: SetKind, entries: Arc<BTreeSet<SetEntry>>) -> String {
+        let name = naming::family_set_name(self.family, &key);
+        self.sets.insert(
+            name.clone(),
+            IpSet {
+                kind,
+                entries,
+                about: key,
+            },
+        );
+        name
+    }
+
+    fn ip_set(&mut self, key: String, pods: impl Iterator<Item = &'a PodInfo>) -> String {
+        let family = self.family;
+        let entries = pods.flat_map(|p| addrs(&p.ips, family)).map(SetEntry::Ip).collect();
+        self.add_set(key, SetKind::HashIp, Arc::new(entries))
+    }
+
+    /// The hash:ip set of the pods a target covers.
+    fn target_set(&mut self, key: String, target: &Target<'a>, namespace: &'a str) -> String {
+        let entries = self.index.entries_of(target, namespace);
         self.add_set(key, SetKind::HashIp, entries)
     }
 
@@ -295,7 +354,7 @@ impl<'a> Compiler<'a> {
                         PeerMatch::Set(this.target_set(format!("{base} pods"), target, &policy.id.namespace))
                     }
                     Target::Block(i, block) => {
-                        let entries = block_set(block, this.family)?;
+                        let entries = Arc::new(block_set(block, this.family)?);
                         PeerMatch::Set(this.add_set(format!("{base} ipBlock[{i}]"), SetKind::HashNet, entries))
                     }
                 };
@@ -342,7 +401,7 @@ impl<'a> Compiler<'a> {
                             Direction::Ingress => {
                                 let Some(peer) = peer_match(self) else { continue };
                                 let mut groups: BTreeMap<u16, Vec<&'a PodInfo>> = BTreeMap::new();
-                                for pod in self.local.clone() {
+                                for pod in self.local.iter().copied() {
                                     if self.cluster.selects(policy, pod)
                                         && let Some(n) = pod.named_port(name, protocol)
                                     {
@@ -366,9 +425,8 @@ impl<'a> Compiler<'a> {
                             // Resolved on each destination pod the peer covers.
                             Direction::Egress => {
                                 let mut groups: BTreeMap<u16, Vec<&'a PodInfo>> = BTreeMap::new();
-                                let covered = self.pods_of(target, &policy.id.namespace);
-                                for i in covered.iter() {
-                                    let pod = self.all[*i];
+                                let covered = self.index.pods_of(target, &policy.id.namespace);
+                                for pod in covered.iter().copied() {
                                     if let Some(n) = pod.named_port(name, protocol) {
                                         groups.entry(n).or_default().push(pod);
                                     }
@@ -400,7 +458,7 @@ impl<'a> Compiler<'a> {
         out
     }
 
-    fn policy_chain(&mut self, policy: &'a Policy, direction: Direction) -> PolicyChain {
+    pub(crate) fn policy_chain(&mut self, policy: &'a Policy, direction: Direction) -> PolicyChain {
         let mut matches = Vec::new();
         for (index, rule) in policy.rules(direction).iter().enumerate() {
             matches.extend(self.rule_matches(policy, direction, index, rule));
@@ -436,55 +494,69 @@ pub fn compile(cluster: &Cluster, node: &NodeView) -> RuleSet {
 
 /// Compiles the rule set of `node` for one address family.
 pub fn compile_family(cluster: &Cluster, node: &NodeView, family: Family) -> RuleSet {
-    let local: Vec<&PodInfo> = cluster.pods().filter(|p| is_local_in(p, node, family)).collect();
-    let mut compiler = Compiler {
+    let local: Vec<&PodInfo> = local_pods(cluster, node, family).collect();
+    let mut index = ClusterIndex::new(cluster, family);
+    let mut compiler = ChainCompiler {
         cluster,
-        node,
         family,
-        local: local.clone(),
+        local: &local,
+        index: &mut index,
         sets: BTreeMap::new(),
-        all: cluster.pods().filter(|p| !p.host_network).collect(),
-        class: Vec::new(),
-        class_labels: Vec::new(),
-        namespaces: Vec::new(),
-        scopes: HashMap::new(),
-        targets: HashMap::new(),
-        entries: HashMap::new(),
     };
-    let mut classes: HashMap<&Labels, usize> = HashMap::new();
-    for pod in &compiler.all {
-        let next = compiler.class_labels.len();
-        let class = *classes.entry(&pod.labels).or_insert(next);
-        if class == next {
-            compiler.class_labels.push(&pod.labels);
-        }
-        compiler.class.push(class);
-    }
-    for (i, pod) in compiler.all.iter().enumerate() {
-        match compiler.namespaces.last_mut() {
-            Some((namespace, range)) if *namespace == pod.namespace.as_str() => range.end = i + 1,
-            _ => compiler.namespaces.push((pod.namespace.as_str(), i..i + 1)),
-        }
-    }
     let mut policies: BTreeMap<String, PolicyChain> = BTreeMap::new();
-    let mut local_pods = Vec::new();
-    for pod in &local {
+    let local_pods = isolation(cluster, node, family, &local, |policy, direction| {
+        let name = naming::policy_chain_name(&policy.id, direction);
+        if !policies.contains_key(&name) {
+            let compiled = compiler.policy_chain(policy, direction);
+            policies.insert(name.clone(), compiled);
+        }
+        policies.get(&name).is_some_and(|c| !c.matches.is_empty())
+    });
+    // Policies whose chain has no match are not rendered (the pod chains drop directly),
+    // and sets no match refers to are not built.
+    policies.retain(|_, chain| !chain.matches.is_empty());
+    let sets = used_sets(policies.values(), std::mem::take(&mut compiler.sets));
+    RuleSet {
+        family,
+        node_addresses: addrs(&node.addresses, family).collect(),
+        local_pods,
+        local_cidrs: node.pod_cidrs.iter().copied().filter(|n| family.has_net(n)).collect(),
+        policies,
+        sets,
+    }
+}
+
+/// The pods of `cluster` local to `node` in `family`, in cluster order.
+pub(crate) fn local_pods<'a>(
+    cluster: &'a Cluster,
+    node: &'a NodeView,
+    family: Family,
+) -> impl Iterator<Item = &'a PodInfo> + 'a {
+    cluster.pods().filter(move |p| is_local_in(p, node, family))
+}
+
+/// The local pods with their isolation in both directions. `chain_has_matches`
+/// compiles (or finds) a policy's chain and says whether it has a match: a
+/// chain without one is left out of the pod's list (the pod chain drops).
+pub(crate) fn isolation<'a>(
+    cluster: &'a Cluster,
+    node: &NodeView,
+    family: Family,
+    local: &[&'a PodInfo],
+    mut chain_has_matches: impl FnMut(&'a Policy, Direction) -> bool,
+) -> Vec<LocalPod> {
+    let mut out = Vec::with_capacity(local.len());
+    for pod in local.iter().copied() {
         let mut side = |direction: Direction| -> Isolation {
             let isolating: Vec<&Policy> = cluster.isolating(pod, direction).collect();
             if isolating.is_empty() {
                 return Isolation::Open;
             }
-            let mut chains = Vec::new();
-            for policy in &isolating {
-                let name = naming::policy_chain_name(&policy.id, direction);
-                if !policies.contains_key(&name) {
-                    let compiled = compiler.policy_chain(policy, direction);
-                    policies.insert(name.clone(), compiled);
-                }
-                if policies.get(&name).is_some_and(|c| !c.matches.is_empty()) {
-                    chains.push(name);
-                }
-            }
+            let chains = isolating
+                .iter()
+                .filter(|policy| chain_has_matches(policy, direction))
+                .map(|policy| naming::policy_chain_name(&policy.id, direction))
+                .collect();
             Isolation::Isolated {
                 chain: naming::pod_chain_name(&pod.namespace, &pod.name, direction),
                 policies: chains,
@@ -493,22 +565,25 @@ pub fn compile_family(cluster: &Cluster, node: &NodeView, family: Family) -> Rul
         };
         let ingress = side(Direction::Ingress);
         let egress = side(Direction::Egress);
-        let node_addresses = &compiler.node.addresses;
-        local_pods.push(LocalPod {
+        out.push(LocalPod {
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
             ips: addrs(&pod.ips, family)
-                .filter(|ip| !node_addresses.contains(ip))
+                .filter(|ip| !node.addresses.contains(ip))
                 .collect(),
             ingress,
             egress,
         });
     }
-    // Policies whose chain has no match are not rendered (the pod chains drop directly),
-    // and sets no match refers to are not built.
-    policies.retain(|_, chain| !chain.matches.is_empty());
-    let used: BTreeSet<&String> = policies
-        .values()
+    out
+}
+
+/// The sets of `built` that a match of `chains` refers to.
+pub(crate) fn used_sets<'c>(
+    chains: impl Iterator<Item = &'c PolicyChain>,
+    mut built: BTreeMap<String, IpSet>,
+) -> BTreeMap<String, IpSet> {
+    let used: BTreeSet<&String> = chains
         .flat_map(|c| c.matches.iter())
         .flat_map(|m| {
             let peer = match &m.peer {
@@ -518,16 +593,6 @@ pub fn compile_family(cluster: &Cluster, node: &NodeView, family: Family) -> Rul
             peer.into_iter().chain(m.local_destinations.as_ref())
         })
         .collect();
-    let sets = std::mem::take(&mut compiler.sets)
-        .into_iter()
-        .filter(|(name, _)| used.contains(name))
-        .collect();
-    RuleSet {
-        family,
-        node_addresses: addrs(&node.addresses, family).collect(),
-        local_pods,
-        local_cidrs: node.pod_cidrs.iter().copied().filter(|n| family.has_net(n)).collect(),
-        policies,
-        sets,
-    }
+    built.retain(|name, _| used.contains(name));
+    built
 }

@@ -9,6 +9,7 @@ pub mod contract;
 pub mod daemon;
 pub mod exec;
 pub mod files;
+pub mod incremental;
 pub mod load;
 pub mod naming;
 pub mod objects;

@@ -31,9 +31,10 @@
 //! TG-FORWARD that only returns (nothing of it is ours), and still the
 //! dispatch chains ending in the fail-closed DROP.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use tierguard::policy::{Direction, Protocol};
 
@@ -82,7 +83,8 @@ pub struct RenderedSet {
     /// hash:ip or hash:net
     pub kind: SetKind,
     /// `add` arguments after the set name, e.g. `10.0.0.0/8` or `10.1.0.0/16 nomatch`
-    pub entries: Vec<String>,
+    /// (shared: a set rendered before and unchanged since is handed on, not copied)
+    pub entries: Arc<Vec<String>>,
 }
 
 /// Everything a node gets: sets and chains, by name.
@@ -140,7 +142,30 @@ fn entry_text(entry: &SetEntry) -> String {
 fn render_set(set: &IpSet) -> RenderedSet {
     RenderedSet {
         kind: set.kind,
-        entries: set.entries.iter().map(entry_text).collect(),
+        entries: Arc::new(set.entries.iter().map(entry_text).collect()),
+    }
+}
+
+/// The sets rendered by the last [`render_with`], by name, with the compiled
+/// members they were rendered from: a set whose members are the very same
+/// (shared, unchanged since) is not spelled again.
+#[derive(Debug, Default)]
+pub struct RenderCache {
+    sets: HashMap<String, (Arc<BTreeSet<SetEntry>>, RenderedSet)>,
+}
+
+impl RenderCache {
+    fn set(&mut self, name: &str, set: &IpSet) -> RenderedSet {
+        if let Some((members, rendered)) = self.sets.get(name)
+            && Arc::ptr_eq(members, &set.entries)
+            && rendered.kind == set.kind
+        {
+            return rendered.clone();
+        }
+        let rendered = render_set(set);
+        self.sets
+            .insert(name.to_string(), (Arc::clone(&set.entries), rendered.clone()));
+        rendered
     }
 }
 
@@ -270,6 +295,13 @@ fn dispatch(pods: &[LocalPod], direction: Direction, family: Family) -> Vec<Stri
 
 /// Renders a rule set.
 pub fn render(rules: &RuleSet, options: &RenderOptions) -> Rendered {
+    render_with(rules, options, &mut RenderCache::default())
+}
+
+/// [`render`], reusing the sets of `cache` whose members have not changed
+/// (the same shared members as when they were rendered) and keeping the new
+/// ones there.
+pub fn render_with(rules: &RuleSet, options: &RenderOptions, cache: &mut RenderCache) -> Rendered {
     let family = rules.family;
     let host = family.host_prefix();
     let local_set = local_set_name(family);
@@ -290,18 +322,22 @@ pub fn render(rules: &RuleSet, options: &RenderOptions) -> Rendered {
             .insert(INGRESS_CHAIN.to_string(), dispatch(&[], Direction::Ingress, family));
         return out;
     }
-    let mut local = RenderedSet {
-        kind: SetKind::HashNet,
-        entries: Vec::new(),
-    };
+    let mut local = Vec::new();
     for pod in &rules.local_pods {
-        local.entries.extend(pod.ips.iter().map(|ip| format!("{ip}/{host}")));
+        local.extend(pod.ips.iter().map(|ip| format!("{ip}/{host}")));
     }
-    local.entries.extend(rules.local_cidrs.iter().map(ToString::to_string));
-    out.sets.insert(local_set.to_string(), local);
+    local.extend(rules.local_cidrs.iter().map(ToString::to_string));
+    out.sets.insert(
+        local_set.to_string(),
+        RenderedSet {
+            kind: SetKind::HashNet,
+            entries: Arc::new(local),
+        },
+    );
     for (name, set) in &rules.sets {
-        out.sets.insert(name.clone(), render_set(set));
+        out.sets.insert(name.clone(), cache.set(name, set));
     }
+    cache.sets.retain(|name, _| rules.sets.contains_key(name));
 
     let mark = options.allow_mark;
     let mut forward = vec![
@@ -356,7 +392,7 @@ impl Rendered {
                 set_options(self.family)
             );
             let _ = writeln!(out, "flush {name}");
-            for entry in &set.entries {
+            for entry in set.entries.iter() {
                 let _ = writeln!(out, "add {name} {entry}");
             }
         }
@@ -429,15 +465,15 @@ mod tests {
         }
         assert!(!sets.contains("10.0.") && !sets.contains("family inet "), "{sets}");
         let local = &v6.sets[LOCAL_SET6];
-        assert_eq!(local.entries, ["fd00:0:0:1::3/128", "fd00:0:0:1::2/128"]);
+        assert_eq!(*local.entries, ["fd00:0:0:1::3/128", "fd00:0:0:1::2/128"]);
         // ipBlock with except: hash:net with a nomatch hole; ::/0 split in two halves.
         let nets: Vec<&RenderedSet> = v6.sets.values().filter(|s| s.kind == SetKind::HashNet).collect();
         assert!(
             nets.iter()
-                .any(|s| s.entries == ["fd00:0:0:9::/64", "fd00:0:0:9:1::/80 nomatch"]),
+                .any(|s| *s.entries == ["fd00:0:0:9::/64", "fd00:0:0:9:1::/80 nomatch"]),
             "{sets}"
         );
-        assert!(nets.iter().any(|s| s.entries == ["::/1", "8000::/1"]), "{sets}");
+        assert!(nets.iter().any(|s| *s.entries == ["::/1", "8000::/1"]), "{sets}");
 
         let rules = v6.iptables_script();
         assert!(rules.starts_with("*filter\n") && rules.ends_with("COMMIT\n"), "{rules}");
@@ -476,7 +512,7 @@ mod tests {
         for family in Family::BOTH {
             let rules = compile_family(&cluster, &node, family);
             for set in rules.sets.values() {
-                for entry in &set.entries {
+                for entry in set.entries.iter() {
                     let ok = match entry {
                         SetEntry::Ip(ip) => family.has_addr(ip),
                         SetEntry::Net(net) | SetEntry::NoMatch(net) => family.has_net(net),

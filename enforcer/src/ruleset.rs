@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use tierguard::policy::{Direction, PolicyId, Protocol};
@@ -87,8 +88,8 @@ impl SetKind {
 pub struct IpSet {
     /// hash:ip or hash:net
     pub kind: SetKind,
-    /// members, sorted
-    pub entries: BTreeSet<SetEntry>,
+    /// members, sorted (shared: an unchanged set is handed on, not copied)
+    pub entries: Arc<BTreeSet<SetEntry>>,
     /// what it stands for (for comments and debugging)
     pub about: String,
 }

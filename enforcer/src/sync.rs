@@ -12,7 +12,8 @@ use ipnet::IpNet;
 use crate::apply::{Applier, ApplyError, ApplyReport, Repairs, XtablesWait, backend};
 use crate::compile::{NodeView, compile_family};
 use crate::conntrack::{ConntrackTable, EnforceExisting, ExecConntrack, denied};
-use crate::render::{DEFAULT_ALLOW_MARK, RenderOptions, Rendered, render};
+use crate::incremental::IncrementalCompiler;
+use crate::render::{DEFAULT_ALLOW_MARK, RenderCache, RenderOptions, Rendered, render, render_with};
 use crate::ruleset::{Family, RuleSet};
 
 pub use crate::apply::backend::Backend;
@@ -166,6 +167,10 @@ pub struct Syncer<E: Executor> {
     /// the rules changed since the connections they deny were last cut
     /// (`EnforceExisting::Delete`; kept until a cut succeeds)
     cut_pending: bool,
+    /// the IPv4 and IPv6 compiles kept across syncs (a sync compiles what changed)
+    compilers: [IncrementalCompiler; 2],
+    /// the IPv4 and IPv6 sets as last rendered (an unchanged set is not spelled again)
+    render_caches: [RenderCache; 2],
 }
 
 impl<E: Executor> Syncer<E> {
@@ -179,6 +184,11 @@ impl<E: Executor> Syncer<E> {
             backend: None,
             appliers: [None, None],
             cut_pending: false,
+            compilers: [
+                IncrementalCompiler::new(Family::V4),
+                IncrementalCompiler::new(Family::V6),
+            ],
+            render_caches: [RenderCache::default(), RenderCache::default()],
         }
     }
 
@@ -218,13 +228,16 @@ impl<E: Executor> Syncer<E> {
 
     /// The one compile and render of both `sync` and `render`.
     fn compile_and_render(&self, cluster: &tierguard::Cluster, family: Family) -> (RuleSet, Rendered) {
-        let options = RenderOptions {
+        let rules = compile_family(cluster, &self.node_view(), family);
+        let rendered = render(&rules, &self.render_options());
+        (rules, rendered)
+    }
+
+    fn render_options(&self) -> RenderOptions {
+        RenderOptions {
             nflog_group: self.options.nflog_group,
             allow_mark: self.options.allow_mark,
-        };
-        let rules = compile_family(cluster, &self.node_view(), family);
-        let rendered = render(&rules, &options);
-        (rules, rendered)
+        }
     }
 
     /// The address families this syncer programs, in the order they are applied.
@@ -288,7 +301,14 @@ impl<E: Executor> Syncer<E> {
         family: Family,
         repair: Option<&str>,
     ) -> Result<(FamilyReport, RuleSet), SyncError> {
-        let (rules, rendered) = self.compile_and_render(cluster, family);
+        // What changed since the last sync, compiled again; equal to a compile from
+        // scratch (`compile_and_render`, which `render` prints).
+        let (view, options) = (self.node_view(), self.render_options());
+        let slot = Self::slot(family);
+        let compiler = &mut self.compilers[slot];
+        let rules = compiler.compile(cluster, &view);
+        tracing::debug!(%family, update = ?compiler.last_update(), "compiled");
+        let rendered = render_with(&rules, &options, &mut self.render_caches[slot]);
         self.applier(family)?;
         let Syncer { executor, appliers, .. } = self;
         let applier = appliers[Self::slot(family)].as_mut().ok_or(SyncError::NoBackend)?;

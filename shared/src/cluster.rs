@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
+use crate::journal::{Changed, Journal, Revision};
 use crate::labels::{Labels, NAMESPACE_NAME_LABEL};
 use crate::policy::{FieldError, Policy, PolicyError, PolicyId, Protocol};
 
@@ -180,6 +181,8 @@ pub struct Cluster {
     namespaces: BTreeMap<String, NamespaceInfo>,
     pods: BTreeMap<String, BTreeMap<String, PodInfo>>,
     policies: BTreeMap<String, BTreeMap<String, Policy>>,
+    /// what changed, for consumers that keep derived results (see [`Cluster::changes_since`])
+    journal: Journal,
 }
 
 impl Cluster {
@@ -190,16 +193,28 @@ impl Cluster {
 
     /// Adds or replaces a namespace.
     pub fn upsert_namespace(&mut self, ns: NamespaceInfo) {
+        if self.namespaces.get(&ns.name) == Some(&ns) {
+            return;
+        }
+        self.journal.record(Changed::Namespace(ns.name.clone()));
         self.namespaces.insert(ns.name.clone(), ns);
     }
 
     /// Removes a namespace (its pods and policies stay until removed).
     pub fn remove_namespace(&mut self, name: &str) -> Option<NamespaceInfo> {
-        self.namespaces.remove(name)
+        let removed = self.namespaces.remove(name);
+        if removed.is_some() {
+            self.journal.record(Changed::Namespace(name.to_string()));
+        }
+        removed
     }
 
     /// Adds or replaces a pod.
     pub fn upsert_pod(&mut self, pod: PodInfo) {
+        if self.pod(&pod.namespace, &pod.name) == Some(&pod) {
+            return;
+        }
+        self.journal.record(pod_changed(&pod.namespace, &pod.name));
         self.pods
             .entry(pod.namespace.clone())
             .or_default()
@@ -208,11 +223,19 @@ impl Cluster {
 
     /// Removes a pod.
     pub fn remove_pod(&mut self, namespace: &str, name: &str) -> Option<PodInfo> {
-        self.pods.get_mut(namespace)?.remove(name)
+        let removed = self.pods.get_mut(namespace)?.remove(name);
+        if removed.is_some() {
+            self.journal.record(pod_changed(namespace, name));
+        }
+        removed
     }
 
     /// Adds or replaces a policy.
     pub fn upsert_policy(&mut self, policy: Policy) {
+        if self.policy(&policy.id) == Some(&policy) {
+            return;
+        }
+        self.journal.record(Changed::Policy(policy.id.clone()));
         self.policies
             .entry(policy.id.namespace.clone())
             .or_default()
@@ -227,7 +250,11 @@ impl Cluster {
 
     /// Removes a policy.
     pub fn remove_policy(&mut self, id: &PolicyId) -> Option<Policy> {
-        self.policies.get_mut(&id.namespace)?.remove(&id.name)
+        let removed = self.policies.get_mut(&id.namespace)?.remove(&id.name);
+        if removed.is_some() {
+            self.journal.record(Changed::Policy(id.clone()));
+        }
+        removed
     }
 
     /// A namespace, if known.
@@ -255,6 +282,7 @@ impl Cluster {
 
     /// Mutable access to a pod (to relabel it).
     pub fn pod_mut(&mut self, namespace: &str, name: &str) -> Option<&mut PodInfo> {
+        self.journal.record(pod_changed(namespace, name));
         self.pods.get_mut(namespace)?.get_mut(name)
     }
 
@@ -287,6 +315,25 @@ impl Cluster {
     pub fn policies_in(&self, namespace: &str) -> impl Iterator<Item = &Policy> {
         self.policies.get(namespace).into_iter().flat_map(BTreeMap::values)
     }
+
+    /// This cluster's current revision (for [`Cluster::changes_since`]).
+    pub fn revision(&self) -> Revision {
+        self.journal.revision()
+    }
+
+    /// The objects changed since `revision`, oldest first; `None` when they are
+    /// not all known (another cluster value, a copy included, or more changes
+    /// since than the journal keeps): the caller then starts over.
+    pub fn changes_since(&self, revision: Revision) -> Option<impl Iterator<Item = &Changed>> {
+        self.journal.since(revision)
+    }
+}
+
+fn pod_changed(namespace: &str, name: &str) -> Changed {
+    Changed::Pod {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +347,38 @@ mod tests {
         assert_eq!(ns.labels.get(NAMESPACE_NAME_LABEL).map(String::as_str), Some("shop"));
         let ns = NamespaceInfo::new("shop", Labels::new());
         assert_eq!(ns.labels.get(NAMESPACE_NAME_LABEL).map(String::as_str), Some("shop"));
+    }
+
+    #[test]
+    fn the_journal_records_real_changes_only() {
+        let mut cluster = Cluster::new();
+        let pod = PodInfo {
+            namespace: "shop".into(),
+            name: "a".into(),
+            labels: Labels::new(),
+            ips: vec![],
+            node: None,
+            ports: vec![],
+            host_network: false,
+        };
+        cluster.upsert_namespace(NamespaceInfo::new("shop", Labels::new()));
+        cluster.upsert_pod(pod.clone());
+        let before = cluster.revision();
+        // the same objects again (a relist), and removals of what is not there
+        cluster.upsert_namespace(NamespaceInfo::new("shop", Labels::new()));
+        cluster.upsert_pod(pod.clone());
+        cluster.remove_pod("shop", "missing");
+        cluster.remove_namespace("missing");
+        assert_eq!(cluster.changes_since(before).map(Iterator::count), Some(0));
+        let mut relabelled = pod;
+        relabelled.labels.insert("app".into(), "web".into());
+        cluster.upsert_pod(relabelled);
+        cluster.remove_namespace("shop");
+        let changes: Vec<Changed> = cluster.changes_since(before).into_iter().flatten().cloned().collect();
+        assert_eq!(
+            changes,
+            vec![pod_changed("shop", "a"), Changed::Namespace("shop".into())]
+        );
     }
 
     #[test]

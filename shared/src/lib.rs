@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod engine;
 pub mod guardrails;
+pub mod journal;
 pub mod labels;
 pub mod manifest;
 pub mod policy;

@@ -96,7 +96,7 @@ fn check_rendered(rendered: &tierguard_enforcer::render::Rendered, what: &str) {
     }
     for (name, set) in &rendered.sets {
         assert!(is_plain_token(name), "{what}: set name {name:?} is not a plain token");
-        for entry in &set.entries {
+        for entry in set.entries.iter() {
             assert!(
                 !entry.chars().any(char::is_control) && !entry.contains('"'),
                 "{what}: entry of set {name} is not plain: {entry:?}"

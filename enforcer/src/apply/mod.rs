@@ -33,6 +33,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use crate::exec::{ExecError, Executor};
 use crate::naming;
@@ -227,7 +228,7 @@ fn set_script(out: &mut String, name: &str, set: &RenderedSet, family: Family) {
     // `name` is no rule's: a spare left by an earlier apply may hold anything.
     let _ = writeln!(out, "create {name} {kind} {options} -exist");
     let _ = writeln!(out, "flush {name}");
-    for entry in &set.entries {
+    for entry in set.entries.iter() {
         let _ = writeln!(out, "add {name} {entry}");
     }
 }
@@ -305,8 +306,18 @@ impl AppliedState {
         let mut used_after: BTreeSet<String> = BTreeSet::new();
         let switched_with_rules = self.sets_of_changed_chains(desired);
         for (name, set) in &desired.sets {
-            let hash = hash_of(set);
             let applied = self.sets.get(name);
+            // The very members applied last time (render hands an unchanged set on
+            // shared): their hash is known, and hashing a large set costs as much as
+            // rendering it.
+            let hash = match applied {
+                Some(Some(content))
+                    if content.set.kind == set.kind && Arc::ptr_eq(&content.set.entries, &set.entries) =>
+                {
+                    content.hash
+                }
+                _ => hash_of(set),
+            };
             let current = self.name_in_force(name);
             let change = match applied.map(|content| set_change(content.as_ref(), set, hash)) {
                 Some(SetChange::Delta(..)) if switched_with_rules.contains(name.as_str()) => Some(SetChange::Rebuild),
@@ -1086,7 +1097,7 @@ impl Applier {
             let wanted = Members::new(content.set.entries.iter().map(String::as_str));
             let before = repairs.set_members.len();
             let mut entries: Vec<String> = Vec::with_capacity(content.set.entries.len());
-            for entry in &content.set.entries {
+            for entry in content.set.entries.iter() {
                 if present.contains(entry) {
                     entries.push(entry.clone());
                 } else {
@@ -1104,7 +1115,7 @@ impl Applier {
                 // deletes what is stray.
                 let set = RenderedSet {
                     kind: content.set.kind,
-                    entries,
+                    entries: Arc::new(entries),
                 };
                 *content = SetContent::of(&set);
             }
@@ -1180,7 +1191,7 @@ mod tests {
             "tg-local".into(),
             RenderedSet {
                 kind: SetKind::HashNet,
-                entries: members.iter().map(|m| m.to_string()).collect(),
+                entries: Arc::new(members.iter().map(|m| m.to_string()).collect()),
             },
         );
         out.chains.insert(
@@ -1320,11 +1331,11 @@ mod tests {
     fn an_entry_with_options_is_rebuilt_not_deleted_by_text() {
         let old = RenderedSet {
             kind: SetKind::HashNet,
-            entries: vec!["10.0.0.0/8".into(), "10.1.0.0/16 nomatch".into(), "10.2.0.0/16".into()],
+            entries: vec!["10.0.0.0/8".into(), "10.1.0.0/16 nomatch".into(), "10.2.0.0/16".into()].into(),
         };
         let new = RenderedSet {
             kind: SetKind::HashNet,
-            entries: vec!["10.0.0.0/8".into(), "10.1.0.0/16".into(), "10.2.0.0/16".into()],
+            entries: vec!["10.0.0.0/8".into(), "10.1.0.0/16".into(), "10.2.0.0/16".into()].into(),
         };
         let content = SetContent::of(&old);
         assert_eq!(set_change(Some(&content), &new, hash_of(&new)), SetChange::Rebuild);

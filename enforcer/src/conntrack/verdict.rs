@@ -37,7 +37,7 @@ pub enum FlowVerdict {
 /// network containing it decides, and a `nomatch` one excludes).
 fn in_set(set: &IpSet, ip: IpAddr) -> bool {
     let mut best: Option<(u8, bool)> = None;
-    for entry in &set.entries {
+    for entry in set.entries.iter() {
         let (net, member): (IpNet, bool) = match entry {
             SetEntry::Ip(a) => {
                 if *a == ip {
@@ -247,13 +247,15 @@ mod tests {
         let net = |s: &str| s.parse::<IpNet>().unwrap_or_else(|e| panic!("{e}"));
         let set = IpSet {
             kind: crate::ruleset::SetKind::HashNet,
-            entries: [
-                SetEntry::Net(net("10.0.0.0/8")),
-                SetEntry::NoMatch(net("10.1.0.0/16")),
-                SetEntry::Net(net("10.1.2.0/24")),
-            ]
-            .into_iter()
-            .collect(),
+            entries: std::sync::Arc::new(
+                [
+                    SetEntry::Net(net("10.0.0.0/8")),
+                    SetEntry::NoMatch(net("10.1.0.0/16")),
+                    SetEntry::Net(net("10.1.2.0/24")),
+                ]
+                .into_iter()
+                .collect(),
+            ),
             about: String::new(),
         };
         let ip = |s: &str| s.parse::<IpAddr>().unwrap_or_else(|e| panic!("{e}"));

@@ -8,7 +8,7 @@ pub mod runner;
 pub mod server;
 pub mod watch;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -92,26 +92,44 @@ impl Update {
             Update::PolicyGone(id) => {
                 cluster.remove_policy(&id);
             }
+            // A relist replaces only what differs: an unchanged object is not
+            // touched, so the cluster's journal (and the compile after it) sees
+            // just the real changes.
             Update::Pods(pods) => {
-                let old: Vec<(String, String)> =
-                    cluster.pods().map(|p| (p.namespace.clone(), p.name.clone())).collect();
-                for (ns, name) in old {
+                let listed: HashSet<(&str, &str)> =
+                    pods.iter().map(|p| (p.namespace.as_str(), p.name.as_str())).collect();
+                let gone: Vec<(String, String)> = cluster
+                    .pods()
+                    .filter(|p| !listed.contains(&(p.namespace.as_str(), p.name.as_str())))
+                    .map(|p| (p.namespace.clone(), p.name.clone()))
+                    .collect();
+                for (ns, name) in gone {
                     cluster.remove_pod(&ns, &name);
                 }
                 pods.into_iter().for_each(|p| cluster.upsert_pod(p));
                 return Some(Kind::Pods);
             }
             Update::Namespaces(list) => {
-                let old: Vec<String> = cluster.namespaces().map(|n| n.name.clone()).collect();
-                for name in old {
+                let listed: HashSet<&str> = list.iter().map(|n| n.name.as_str()).collect();
+                let gone: Vec<String> = cluster
+                    .namespaces()
+                    .filter(|n| !listed.contains(n.name.as_str()))
+                    .map(|n| n.name.clone())
+                    .collect();
+                for name in gone {
                     cluster.remove_namespace(&name);
                 }
                 list.into_iter().for_each(|n| cluster.upsert_namespace(n));
                 return Some(Kind::Namespaces);
             }
             Update::Policies(list) => {
-                let old: Vec<PolicyId> = cluster.policies().map(|p| p.id.clone()).collect();
-                for id in old {
+                let listed: HashSet<&PolicyId> = list.iter().map(|p| &p.id).collect();
+                let gone: Vec<PolicyId> = cluster
+                    .policies()
+                    .filter(|p| !listed.contains(&p.id))
+                    .map(|p| p.id.clone())
+                    .collect();
+                for id in gone {
                     cluster.remove_policy(&id);
                 }
                 list.into_iter().for_each(|p| cluster.upsert_policy(p));

@@ -10,8 +10,11 @@
 //! node already programmed (10,000 pods / 1,000 policies, and with `--large`
 //! 50,000 / 5,000): (a) one pod added, (b) one pod deleted, (c) one pod's
 //! labels changed, (d) one policy changed, (e) 100 pod events in one sync,
-//! (f) a resync with nothing drifted. For each: compile + render, the apply
-//! (the sync minus its compile + render) and the bytes of the restore scripts
+//! (f) a resync with nothing drifted. Each event is made on one live cluster
+//! and undone after (so the sync compiles what changed, as in the agent). For
+//! each: compile + render from scratch (what `render` does, and every sync did
+//! before the incremental compile), the compile + render of the sync itself,
+//! the apply (the sync minus its compile + render) and the bytes of the restore scripts
 //! sent to the kernel (stdin of `ipset`/`iptables-restore`), and the bytes read
 //! back from it (`iptables-save`, `ipset save`).
 
@@ -23,10 +26,13 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use tierguard::Cluster;
 use tierguard::cluster::{ContainerPort, NamespaceInfo, PodInfo};
-use tierguard::policy::Protocol;
+use tierguard::policy::{Policy, PolicyId, Protocol};
 use tierguard_conformance::netns::{NetnsExecutor, Topology, topology};
 use tierguard_enforcer::apply::{AppliedState, Applier, backend};
+use tierguard_enforcer::compile::NodeView;
 use tierguard_enforcer::exec::{ExecError, Executor};
+use tierguard_enforcer::incremental::IncrementalCompiler;
+use tierguard_enforcer::render::{RenderCache, RenderOptions, render_with};
 use tierguard_enforcer::sync::{NodeIdentity, SyncOptions, Syncer};
 
 /// Pods per node (the kubelet default maximum is 110).
@@ -241,34 +247,80 @@ fn extra_pod(i: usize, namespaces: usize, node: &str) -> PodInfo {
     }
 }
 
-/// The churn scenarios: name and the cluster after the event(s).
-fn scenarios(base: &Cluster, pods: usize) -> Vec<(&'static str, Cluster)> {
+/// One object set to a state (`None`: removed).
+#[derive(Clone)]
+enum Edit {
+    Pod(String, String, Option<PodInfo>),
+    Policy(PolicyId, Option<Policy>),
+}
+
+/// Applies `edits` to `cluster`; returns the edits that undo them.
+fn apply_edits(cluster: &mut Cluster, edits: &[Edit]) -> Vec<Edit> {
+    let mut undo = Vec::new();
+    for edit in edits {
+        match edit {
+            Edit::Pod(namespace, name, pod) => {
+                undo.push(Edit::Pod(
+                    namespace.clone(),
+                    name.clone(),
+                    cluster.pod(namespace, name).cloned(),
+                ));
+                match pod {
+                    Some(pod) => cluster.upsert_pod(pod.clone()),
+                    None => {
+                        cluster.remove_pod(namespace, name);
+                    }
+                }
+            }
+            Edit::Policy(id, policy) => {
+                undo.push(Edit::Policy(id.clone(), cluster.policy(id).cloned()));
+                match policy {
+                    Some(policy) => cluster.upsert_policy(policy.clone()),
+                    None => {
+                        cluster.remove_policy(id);
+                    }
+                }
+            }
+        }
+    }
+    undo.reverse();
+    undo
+}
+
+fn pod_edit(pod: PodInfo) -> Edit {
+    Edit::Pod(pod.namespace.clone(), pod.name.clone(), Some(pod))
+}
+
+/// The churn scenarios: name and the edits of the event(s), on the cluster `base`.
+fn scenarios(base: &Cluster, pods: usize) -> Vec<(&'static str, Vec<Edit>)> {
     let namespaces = namespaces_for(pods);
     let mut out = Vec::new();
     // pod-0 is on node-0 (`i % nodes`), in ns-0, tier web: a peer of many policies.
-    let mut added = base.clone();
-    added.upsert_pod(extra_pod(0, namespaces, "node-0"));
-    out.push(("(a) one pod added", added));
-    let mut deleted = base.clone();
-    deleted.remove_pod("ns-0", "pod-0");
-    out.push(("(b) one pod deleted", deleted));
-    let mut relabelled = base.clone();
-    if let Some(pod) = relabelled.pod_mut("ns-0", "pod-0") {
+    out.push(("(a) one pod added", vec![pod_edit(extra_pod(0, namespaces, "node-0"))]));
+    out.push((
+        "(b) one pod deleted",
+        vec![Edit::Pod("ns-0".into(), "pod-0".into(), None)],
+    ));
+    if let Some(mut pod) = base.pod("ns-0", "pod-0").cloned() {
         pod.labels.insert("tier".into(), "api".into());
+        out.push(("(c) one pod's labels changed", vec![pod_edit(pod)]));
     }
-    out.push(("(c) one pod's labels changed", relabelled));
-    let mut policy_changed = base.clone();
-    policy_changed
-        .apply_network_policy(&policy(0, namespaces, 1))
-        .unwrap_or_else(|e| panic!("{e}"));
-    out.push(("(d) one policy changed", policy_changed));
+    let changed = Policy::from_k8s(&policy(0, namespaces, 1)).unwrap_or_else(|e| panic!("{e}"));
+    out.push((
+        "(d) one policy changed",
+        vec![Edit::Policy(changed.id.clone(), Some(changed))],
+    ));
     // 50 pods start and 50 stop, spread over the cluster (a few on node-0).
-    let mut burst = base.clone();
     let nodes = pods.div_ceil(PODS_PER_NODE);
+    let mut burst = Vec::new();
     for k in 0..50 {
-        burst.upsert_pod(extra_pod(k + 1, namespaces, &format!("node-{}", (k * 7) % nodes)));
+        burst.push(pod_edit(extra_pod(
+            k + 1,
+            namespaces,
+            &format!("node-{}", (k * 7) % nodes),
+        )));
         let i = k * (pods / 50) + 1;
-        burst.remove_pod(&format!("ns-{}", i % namespaces), &format!("pod-{i}"));
+        burst.push(Edit::Pod(format!("ns-{}", i % namespaces), format!("pod-{i}"), None));
     }
     out.push(("(e) 100 pod events in one sync", burst));
     out
@@ -276,14 +328,33 @@ fn scenarios(base: &Cluster, pods: usize) -> Vec<(&'static str, Cluster)> {
 
 struct Row {
     name: &'static str,
+    from_scratch: Vec<Duration>,
     compile_render: Vec<Duration>,
     apply: Vec<Duration>,
     sent: usize,
     read: usize,
 }
 
+/// The compile + render a sync does (what changed), timed on compilers of
+/// its own that see the same cluster as the syncer.
+struct Compiles {
+    view: NodeView,
+    compilers: Vec<(IncrementalCompiler, RenderCache)>,
+}
+
+impl Compiles {
+    fn run(&mut self, cluster: &Cluster) -> Duration {
+        let started = Instant::now();
+        for (compiler, cache) in &mut self.compilers {
+            let rules = compiler.compile(cluster, &self.view);
+            std::hint::black_box(render_with(&rules, &RenderOptions::default(), cache));
+        }
+        started.elapsed()
+    }
+}
+
 fn churn(pods: usize, policies: usize, runs: usize) {
-    let base = generate(pods, policies);
+    let mut live = generate(pods, policies);
     let mut topo = Topology::build(&Cluster::new(), &[topology::default_node()]).unwrap_or_else(|e| panic!("{e}"));
     let exec = Counting {
         inner: NetnsExecutor::new(topo.nodes()[0].netns.clone()),
@@ -295,33 +366,45 @@ fn churn(pods: usize, policies: usize, runs: usize) {
         addresses: vec![IpAddr::V4(Ipv4Addr::new(10, 63, 0, 1))],
     };
     let mut syncer = Syncer::new(identity, &exec, SyncOptions::default());
+    let mut compiles = Compiles {
+        view: syncer.node_view(),
+        compilers: syncer
+            .families()
+            .iter()
+            .map(|f| (IncrementalCompiler::new(*f), RenderCache::default()))
+            .collect(),
+    };
     let started = Instant::now();
-    syncer.sync(&base).unwrap_or_else(|e| panic!("{e}"));
+    syncer.sync(&live).unwrap_or_else(|e| panic!("{e}"));
     println!(
         "{pods} pods / {policies} policies: first full sync {} ({} bytes sent)",
         ms(started.elapsed()),
         exec.sent.load(Ordering::Relaxed)
     );
+    compiles.run(&live);
     let mut rows = Vec::new();
     let mut timed =
-        |name: &'static str, cluster: &Cluster, resync: bool, syncer: &mut Syncer<&Counting<NetnsExecutor>>| {
+        |name: &'static str, edits: &[Edit], live: &mut Cluster, syncer: &mut Syncer<&Counting<NetnsExecutor>>| {
             let mut row = Row {
                 name,
+                from_scratch: Vec::new(),
                 compile_render: Vec::new(),
                 apply: Vec::new(),
                 sent: 0,
                 read: 0,
             };
             for _ in 0..runs {
+                let undo = apply_edits(live, edits);
                 let started = Instant::now();
-                std::hint::black_box(syncer.render_all(cluster));
-                let compile_render = started.elapsed();
+                std::hint::black_box(syncer.render_all(live));
+                row.from_scratch.push(started.elapsed());
+                let compile_render = compiles.run(live);
                 let (sent, read) = (exec.sent.load(Ordering::Relaxed), exec.read.load(Ordering::Relaxed));
                 let started = Instant::now();
-                if resync {
-                    syncer.resync(cluster)
+                if edits.is_empty() {
+                    syncer.resync(live)
                 } else {
-                    syncer.sync(cluster)
+                    syncer.sync(live)
                 }
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
                 let total = started.elapsed();
@@ -330,22 +413,25 @@ fn churn(pods: usize, policies: usize, runs: usize) {
                 row.sent = exec.sent.load(Ordering::Relaxed) - sent;
                 row.read = exec.read.load(Ordering::Relaxed) - read;
                 // Back to the base state for the next run (not timed).
-                if !resync {
-                    syncer.sync(&base).unwrap_or_else(|e| panic!("{name}: back: {e}"));
-                }
+                apply_edits(live, &undo);
+                compiles.run(live);
+                syncer.sync(live).unwrap_or_else(|e| panic!("{name}: back: {e}"));
             }
             rows.push(row);
         };
-    for (name, cluster) in scenarios(&base, pods) {
-        timed(name, &cluster, false, &mut syncer);
+    for (name, edits) in scenarios(&live, pods) {
+        timed(name, &edits, &mut live, &mut syncer);
     }
-    timed("(f) resync, no drift", &base, true, &mut syncer);
-    println!("| {pods} / {policies} | compile + render | apply | bytes sent | bytes read |");
-    println!("|---|---|---|---|---|");
+    timed("(f) resync, no drift", &[], &mut live, &mut syncer);
+    println!(
+        "| {pods} / {policies} | compile + render from scratch | compile + render of the sync | apply | bytes sent | bytes read |"
+    );
+    println!("|---|---|---|---|---|---|");
     for row in rows {
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             row.name,
+            ms(median(row.from_scratch)),
             ms(median(row.compile_render)),
             ms(median(row.apply)),
             row.sent,
