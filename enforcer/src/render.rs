@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tierguard::policy::{Direction, Protocol};
 
@@ -149,22 +149,39 @@ fn render_set(set: &IpSet) -> RenderedSet {
 /// The sets rendered by the last [`render_with`], by name, with the compiled
 /// members they were rendered from: a set whose members are the very same
 /// (shared, unchanged since) is not spelled again.
+///
+/// It holds the members weakly: the compile may then change a peer's members
+/// in place (no copy of a large set for one pod), which cuts them loose from
+/// the cache, and the set is spelled again.
 #[derive(Debug, Default)]
 pub struct RenderCache {
-    sets: HashMap<String, (Arc<BTreeSet<SetEntry>>, RenderedSet)>,
+    sets: HashMap<String, (Weak<BTreeSet<SetEntry>>, RenderedSet)>,
 }
 
 impl RenderCache {
-    fn set(&mut self, name: &str, set: &IpSet) -> RenderedSet {
+    /// `set` as text: as rendered last time under `name` if its members are the
+    /// same, else as rendered in this pass for other sets with the same members
+    /// (`shared`), else spelled now.
+    fn set(
+        &mut self,
+        name: &str,
+        set: &IpSet,
+        shared: &mut HashMap<(SetKind, *const BTreeSet<SetEntry>), RenderedSet>,
+    ) -> RenderedSet {
         if let Some((members, rendered)) = self.sets.get(name)
-            && Arc::ptr_eq(members, &set.entries)
+            && members
+                .upgrade()
+                .is_some_and(|members| Arc::ptr_eq(&members, &set.entries))
             && rendered.kind == set.kind
         {
             return rendered.clone();
         }
-        let rendered = render_set(set);
+        let rendered = shared
+            .entry((set.kind, Arc::as_ptr(&set.entries)))
+            .or_insert_with(|| render_set(set))
+            .clone();
         self.sets
-            .insert(name.to_string(), (Arc::clone(&set.entries), rendered.clone()));
+            .insert(name.to_string(), (Arc::downgrade(&set.entries), rendered.clone()));
         rendered
     }
 }
@@ -334,8 +351,9 @@ pub fn render_with(rules: &RuleSet, options: &RenderOptions, cache: &mut RenderC
             entries: Arc::new(local),
         },
     );
+    let mut shared = HashMap::new();
     for (name, set) in &rules.sets {
-        out.sets.insert(name.clone(), cache.set(name, set));
+        out.sets.insert(name.clone(), cache.set(name, set, &mut shared));
     }
     cache.sets.retain(|name, _| rules.sets.contains_key(name));
 

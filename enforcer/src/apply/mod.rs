@@ -30,7 +30,7 @@ pub mod backend;
 
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -155,7 +155,7 @@ impl SetContent {
 }
 
 /// How a set in force becomes its rendered content.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum SetChange<'a> {
     /// nothing to do
     Same,
@@ -305,6 +305,10 @@ impl AppliedState {
         let mut renamed: BTreeMap<&str, String> = BTreeMap::new();
         let mut used_after: BTreeSet<String> = BTreeSet::new();
         let switched_with_rules = self.sets_of_changed_chains(desired);
+        // Many sets can share their members (render hands one peer's members to
+        // every set that holds them): hash and diff each pair of members once.
+        let mut hashes: HashMap<(SetKind, *const Vec<String>), u64> = HashMap::new();
+        let mut changes: HashMap<(*const Vec<String>, *const Vec<String>), SetChange> = HashMap::new();
         for (name, set) in &desired.sets {
             let applied = self.sets.get(name);
             // The very members applied last time (render hands an unchanged set on
@@ -316,10 +320,19 @@ impl AppliedState {
                 {
                     content.hash
                 }
-                _ => hash_of(set),
+                _ => *hashes
+                    .entry((set.kind, Arc::as_ptr(&set.entries)))
+                    .or_insert_with(|| hash_of(set)),
             };
             let current = self.name_in_force(name);
-            let change = match applied.map(|content| set_change(content.as_ref(), set, hash)) {
+            let change = applied.map(|content| match content {
+                Some(old) if old.set.kind == set.kind => changes
+                    .entry((Arc::as_ptr(&old.set.entries), Arc::as_ptr(&set.entries)))
+                    .or_insert_with(|| set_change(Some(old), set, hash))
+                    .clone(),
+                _ => set_change(content.as_ref(), set, hash),
+            });
+            let change = match change {
                 Some(SetChange::Delta(..)) if switched_with_rules.contains(name.as_str()) => Some(SetChange::Rebuild),
                 change => change,
             };
