@@ -240,7 +240,7 @@ fn incremental(c: &mut Criterion) {
         if let Ok(report) = syncer.sync(&live) {
             eprintln!(
                 "{pods} pods / {policies} policies: one policy change rewrites {} chains, {} sets",
-                report.chains_written, report.sets_written
+                report.v4.chains_written, report.v4.sets_written
             );
         }
         let mut flip = false;

@@ -8,7 +8,6 @@ pub mod conntrack;
 pub mod contract;
 pub mod daemon;
 pub mod exec;
-pub mod files;
 pub mod incremental;
 pub mod load;
 pub mod naming;

@@ -7,17 +7,19 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Node;
-use tierguard::manifest::{Manifest, parse_manifests};
+use tierguard::input::{InputError, read_manifests};
+use tierguard::manifest::Manifest;
 use tierguard::{Cluster, NamespaceInfo};
 
 use crate::objects::{self, PodView};
 
 use crate::daemon::Update;
 
-/// Input that cannot be used; the message names the file, the object and the field.
+/// Input that cannot be read or parsed; the message names the file (and the
+/// document, object and field of a parse error).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
+#[error(transparent)]
+pub struct BadInput(#[from] pub InputError);
 
 /// The `InternalIP` addresses of a Node.
 pub fn node_addresses(node: &Node) -> Vec<IpAddr> {
@@ -50,17 +52,16 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-/// Reads every manifest under `paths` as the agent would see the objects, and
-/// the addresses of node `node`. Objects the agent ignores (unreadable pods)
-/// or trims (broken policy rules) are reported in `warnings`; only files that
-/// cannot be read or parsed are errors.
+/// Reads every manifest under `paths` (files as given, folders as
+/// `tierguard::input::manifest_files` walks them, as the webhook does) as the
+/// agent would see the objects, and the addresses of node `node`. Objects the
+/// agent ignores (unreadable pods) or trims (broken policy rules) are reported
+/// in `warnings`; only files that cannot be read or parsed are errors.
 pub fn load_manifests(paths: &[PathBuf], node: &str) -> Result<Loaded, BadInput> {
-    let files = crate::files::files_under(paths, &["yaml", "yml", "json"]).map_err(BadInput)?;
     let mut loaded = Loaded::default();
-    for file in files {
-        let name = file.display().to_string();
-        let text = std::fs::read_to_string(&file).map_err(|e| BadInput(format!("{name}: {e}")))?;
-        for manifest in parse_manifests(&text, &name).map_err(|e| BadInput(e.to_string()))? {
+    for file in read_manifests(paths)? {
+        let name = file.path.display().to_string();
+        for manifest in file.manifests {
             match manifest {
                 Manifest::Namespace(ns) => loaded.cluster.upsert_namespace(NamespaceInfo::from_k8s(&ns)),
                 Manifest::Pod(pod) => match objects::pod(&pod) {

@@ -43,7 +43,7 @@ pub fn policy(np: &NetworkPolicy) -> LenientPolicy {
 pub fn object_key(metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
     format!(
         "{}/{}",
-        metadata.namespace.as_deref().unwrap_or("default"),
+        tierguard::meta::namespace_of(metadata),
         metadata.name.as_deref().unwrap_or("?")
     )
 }

@@ -84,43 +84,43 @@ pub struct FamilyReport {
     pub repairs: Repairs,
 }
 
-/// What one sync did: the top-level counts are the IPv4 family's (as before
-/// IPv6 was enforced), `ipv6` holds the IPv6 family's.
+impl FamilyReport {
+    /// Whether the sync changed anything of this family in the kernel.
+    pub fn changed(&self) -> bool {
+        self.chains_written + self.chains_removed + self.sets_written + self.sets_updated + self.sets_removed > 0
+    }
+}
+
+/// What one sync did, per address family.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
-    /// chains declared and rewritten
-    pub chains_written: usize,
-    /// stale chains deleted
-    pub chains_removed: usize,
-    /// sets rebuilt (under the name the rules do not use)
-    pub sets_written: usize,
-    /// sets changed in place (members added and deleted)
-    pub sets_updated: usize,
-    /// stale sets destroyed
-    pub sets_removed: usize,
-    /// rules in force after the sync
-    pub rules: usize,
-    /// sets in force after the sync
-    pub sets: usize,
-    /// bytes of restore script sent to the kernel
-    pub script_bytes: usize,
-    /// what a resync found drifted and rewrote (empty for a sync)
-    pub repairs: Repairs,
-    /// the IPv6 family
-    pub ipv6: FamilyReport,
+    /// the IPv4 family (iptables)
+    pub v4: FamilyReport,
+    /// the IPv6 family (ip6tables); all zero when IPv6 is off
+    pub v6: FamilyReport,
     /// conntrack entries of denied connections deleted (`EnforceExisting::Delete`)
     pub conntrack_deleted: usize,
 }
 
 impl SyncReport {
+    /// Each family's report, IPv4 first.
+    pub fn families(&self) -> [(Family, &FamilyReport); 2] {
+        [(Family::V4, &self.v4), (Family::V6, &self.v6)]
+    }
+
     /// Rules in force in both families.
     pub fn total_rules(&self) -> usize {
-        self.rules + self.ipv6.rules
+        self.v4.rules + self.v6.rules
     }
 
     /// Sets in force in both families.
     pub fn total_sets(&self) -> usize {
-        self.sets + self.ipv6.sets
+        self.v4.sets + self.v6.sets
+    }
+
+    /// Bytes of restore script sent to the kernel in both families.
+    pub fn total_script_bytes(&self) -> usize {
+        self.v4.script_bytes + self.v6.script_bytes
     }
 }
 
@@ -388,19 +388,16 @@ impl<E: Executor> Syncer<E> {
         };
         let (v4, rules4) = self.sync_family(cluster, Family::V4, sets_save.as_deref())?;
         let mut rule_sets = vec![rules4];
-        let ipv6 = if self.options.ipv6 {
+        let v6 = if self.options.ipv6 {
             let (report, rules6) = self.sync_family(cluster, Family::V6, sets_save.as_deref())?;
             rule_sets.push(rules6);
             report
         } else {
             FamilyReport::default()
         };
-        let changed = |r: &FamilyReport| {
-            r.chains_written + r.chains_removed + r.sets_written + r.sets_updated + r.sets_removed > 0
-        };
         let mut conntrack_deleted = 0;
         if self.options.enforce_existing == EnforceExisting::Delete {
-            self.cut_pending |= changed(&v4) || changed(&ipv6);
+            self.cut_pending |= v4.changed() || v6.changed();
             if self.cut_pending {
                 match self.cut_denied(&rule_sets) {
                     Ok(n) => {
@@ -412,16 +409,8 @@ impl<E: Executor> Syncer<E> {
             }
         }
         Ok(SyncReport {
-            chains_written: v4.chains_written,
-            chains_removed: v4.chains_removed,
-            sets_written: v4.sets_written,
-            sets_updated: v4.sets_updated,
-            sets_removed: v4.sets_removed,
-            rules: v4.rules,
-            sets: v4.sets,
-            script_bytes: v4.script_bytes,
-            repairs: v4.repairs,
-            ipv6,
+            v4,
+            v6,
             conntrack_deleted,
         })
     }
@@ -664,6 +653,28 @@ ipv4 2 tcp 6 431999 ESTABLISHED src=10.9.9.9 dst=10.8.8.8 sport=40005 dport=80 s
         s.executor().fail_list.store(false, std::sync::atomic::Ordering::SeqCst);
         let report = s.sync(&b_from_a()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(report.conntrack_deleted, 2);
+    }
+
+    #[test]
+    fn the_report_holds_each_family_and_totals_both() {
+        let mut s = syncer("never");
+        let report = s.sync(&b_from_a()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.v4.chains_written > 0 && report.v4.rules > 0, "{report:?}");
+        assert!(report.v6.chains_written > 0 && report.v6.rules > 0, "{report:?}");
+        assert!(report.v4.rules > report.v6.rules, "only IPv4 pods: {report:?}");
+        let families: Vec<Family> = report.families().iter().map(|(f, _)| *f).collect();
+        assert_eq!(families, [Family::V4, Family::V6]);
+        assert_eq!(report.total_rules(), report.v4.rules + report.v6.rules);
+        assert_eq!(report.total_sets(), report.v4.sets + report.v6.sets);
+        assert_eq!(
+            report.total_script_bytes(),
+            report.v4.script_bytes + report.v6.script_bytes
+        );
+
+        s.options.ipv6 = false;
+        let report = s.rewrite_all(&b_from_a()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.v4.chains_written > 0, "{report:?}");
+        assert_eq!(report.v6, FamilyReport::default(), "IPv6 off: nothing of IPv6");
     }
 
     #[test]

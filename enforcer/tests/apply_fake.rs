@@ -87,10 +87,10 @@ fn sets_before_rules_then_jump_and_only_changes_afterwards() {
     assert!(sets.contains("create tg-local hash:net"), "{sets}");
     assert!(!sets.contains("tg-local-b"), "{sets}");
     assert_eq!(calls[3].1, ["--noflush", "-w", "5", "-W", "100000"]);
-    assert_eq!(report.chains_written, 12);
-    assert_eq!(report.sets_written, report.sets);
+    assert_eq!(report.v4.chains_written, 12);
+    assert_eq!(report.v4.sets_written, report.v4.sets);
     let v6 = calls[7].2.clone().unwrap_or_default();
-    assert_eq!((report.ipv6.chains_written, report.ipv6.sets), (3, 0), "{v6}");
+    assert_eq!((report.v6.chains_written, report.v6.sets), (3, 0), "{v6}");
     assert!(
         v6.contains("-A TG-FORWARD ") && v6.contains(":TG-INGRESS - [0:0]"),
         "{v6}"
@@ -98,7 +98,7 @@ fn sets_before_rules_then_jump_and_only_changes_afterwards() {
 
     // No change: no restore at all.
     let report = syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((report.chains_written, report.sets_written), (0, 0));
+    assert_eq!((report.v4.chains_written, report.v4.sets_written), (0, 0));
     let programs: Vec<String> = fake.take().into_iter().map(|c| c.0).collect();
     assert_eq!(programs, ["iptables-nft", "ip6tables-nft"]);
 
@@ -115,10 +115,10 @@ fn sets_before_rules_then_jump_and_only_changes_afterwards() {
         .position(|c| c.0 == "iptables-nft-restore")
         .unwrap_or_else(|| panic!("no restore: {calls:?}"));
     let script = calls[restore].2.clone().unwrap_or_default();
-    assert_eq!(report.chains_removed, 2, "{script}");
+    assert_eq!(report.v4.chains_removed, 2, "{script}");
     assert_eq!(script.matches("\n-X TG-P-").count(), 2, "{script}");
     // Only the web pod's chains changed (they no longer jump to the frontend policy).
-    assert_eq!(report.chains_written, 2, "{script}");
+    assert_eq!(report.v4.chains_written, 2, "{script}");
     let destroys: Vec<usize> = calls
         .iter()
         .enumerate()
@@ -286,7 +286,7 @@ fn failed_restore_names_the_line_and_keeps_the_previous_state() {
         *f = None;
     }
     let report = syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((report.chains_written, report.chains_removed), (2, 2));
+    assert_eq!((report.v4.chains_written, report.v4.chains_removed), (2, 2));
 }
 
 #[test]
@@ -298,7 +298,7 @@ fn restart_adopts_existing_chains_and_removes_only_stale_ones() {
     }
     let mut syncer = Syncer::new(node, &fake, options());
     let report = syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(report.chains_removed, 1);
+    assert_eq!(report.v4.chains_removed, 1);
     let calls = fake.take();
     let script = calls
         .iter()

@@ -44,18 +44,18 @@ fn applies_incrementally_removes_stale_state_and_cleans_up() {
         Err(e) => panic!("first sync: {e}"),
     };
     let table = scratch.filter_table();
-    assert_eq!(tg_lines(&table), first.rules, "{table}");
+    assert_eq!(tg_lines(&table), first.v4.rules, "{table}");
     assert!(
         table.contains("-A FORWARD -m comment --comment tierguard -j TG-FORWARD"),
         "{table}"
     );
-    assert_eq!(scratch.sets().len(), first.sets);
-    assert_eq!(first.chains_written, 12);
+    assert_eq!(scratch.sets().len(), first.v4.sets);
+    assert_eq!(first.v4.chains_written, 12);
 
     // Nothing changed: nothing rewritten.
     let again = syncer.sync(&cluster).unwrap_or_default();
     assert_eq!(
-        (again.chains_written, again.sets_written, again.chains_removed),
+        (again.v4.chains_written, again.v4.sets_written, again.v4.chains_removed),
         (0, 0, 0)
     );
     assert_eq!(scratch.filter_table(), table);
@@ -70,18 +70,18 @@ fn applies_incrementally_removes_stale_state_and_cleans_up() {
         Ok(r) => r,
         Err(e) => panic!("sync after delete: {e}"),
     };
-    assert_eq!(after.chains_removed, 2, "{after:?}");
-    assert_eq!(after.chains_written, 2, "{after:?}");
-    assert_eq!(after.sets_removed, 4, "{after:?}");
+    assert_eq!(after.v4.chains_removed, 2, "{after:?}");
+    assert_eq!(after.v4.chains_written, 2, "{after:?}");
+    assert_eq!(after.v4.sets_removed, 4, "{after:?}");
     let table = scratch.filter_table();
     assert!(!table.contains("shop/backend"), "{table}");
-    assert_eq!(tg_lines(&table), after.rules);
-    assert_eq!(scratch.sets().len(), after.sets);
+    assert_eq!(tg_lines(&table), after.v4.rules);
+    assert_eq!(scratch.sets().len(), after.v4.sets);
 
     // A restarted enforcer adopts what is there and converges without removing the jump.
     let mut restarted = Syncer::new(node, scratch.exec.clone(), SyncOptions::default());
     let adopted = restarted.sync(&cluster).unwrap_or_default();
-    assert_eq!(adopted.chains_removed, 0);
+    assert_eq!(adopted.v4.chains_removed, 0);
     // Sets of unknown content are rebuilt under their other name (`tg-X` <-> `tg-X-b`).
     let restarted_table = scratch.filter_table();
     assert!(restarted_table.contains("--match-set tg-local-b "), "{restarted_table}");

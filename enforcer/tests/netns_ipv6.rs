@@ -200,8 +200,8 @@ fn dual_stack_apply_resync_adopt_and_cleanup() {
     assert!(v6.contains("-A TG-FORWARD -s fd00:0:0:ff::10/128"), "{v6}");
     assert!(v6.contains("--dport 9090"), "{v6}");
     assert!(!v6.contains("10.0.") && !v4.contains("fd00:"), "{v4}\n{v6}");
-    assert_eq!(tg_rules(&v6), first.ipv6.rules, "{v6}");
-    assert_eq!(tg_rules(&v4), first.rules, "{v4}");
+    assert_eq!(tg_rules(&v6), first.v6.rules, "{v6}");
+    assert_eq!(tg_rules(&v4), first.v4.rules, "{v4}");
     let want_sets = {
         let mut all: Vec<String> = Family::BOTH
             .iter()
@@ -211,7 +211,7 @@ fn dual_stack_apply_resync_adopt_and_cleanup() {
         all
     };
     assert_eq!(sets(&node_ns), want_sets);
-    assert_eq!(first.sets + first.ipv6.sets, want_sets.len());
+    assert_eq!(first.v4.sets + first.v6.sets, want_sets.len());
     let local6 = run(&node_ns, "ipset", &["list", "tg-local6"]);
     assert!(local6.contains("family inet6"), "{local6}");
     assert!(
@@ -222,19 +222,23 @@ fn dual_stack_apply_resync_adopt_and_cleanup() {
 
     // Nothing changed: nothing rewritten in either family.
     let again = syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((again.chains_written, again.ipv6.chains_written), (0, 0), "{again:?}");
-    assert_eq!((again.sets_written, again.ipv6.sets_written), (0, 0), "{again:?}");
+    assert_eq!((again.v4.chains_written, again.v6.chains_written), (0, 0), "{again:?}");
+    assert_eq!((again.v4.sets_written, again.v6.sets_written), (0, 0), "{again:?}");
 
     // A policy changes a port: only its policy chain is rewritten, in each family.
     cluster.upsert_policy(changed_api_policy());
     let changed = syncer.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        (changed.ipv6.chains_written, changed.ipv6.chains_removed),
+        (changed.v6.chains_written, changed.v6.chains_removed),
         (1, 0),
         "{changed:?}"
     );
-    assert_eq!((changed.chains_written, changed.chains_removed), (1, 0), "{changed:?}");
-    assert_eq!(changed.ipv6.sets_written, 0, "{changed:?}");
+    assert_eq!(
+        (changed.v4.chains_written, changed.v4.chains_removed),
+        (1, 0),
+        "{changed:?}"
+    );
+    assert_eq!(changed.v6.sets_written, 0, "{changed:?}");
     let v6_after = table(&node_ns, "ip6tables-save");
     let block_rule = |t: &str| {
         t.lines()
@@ -255,11 +259,15 @@ fn dual_stack_apply_resync_adopt_and_cleanup() {
     let mut restarted = Syncer::new(node, node_ns.clone(), SyncOptions::default());
     let adopted = restarted.sync(&cluster).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        (adopted.chains_removed, adopted.ipv6.chains_removed),
+        (adopted.v4.chains_removed, adopted.v6.chains_removed),
         (0, 0),
         "{adopted:?}"
     );
-    assert_eq!((adopted.sets_removed, adopted.ipv6.sets_removed), (0, 0), "{adopted:?}");
+    assert_eq!(
+        (adopted.v4.sets_removed, adopted.v6.sets_removed),
+        (0, 0),
+        "{adopted:?}"
+    );
     // Sets of unknown content are rebuilt under their other name (`tg-X` <-> `tg-X-b`).
     let v6_restarted = table(&node_ns, "ip6tables-save");
     assert!(v6_restarted.contains("--match-set tg-local6-b "), "{v6_restarted}");
@@ -274,15 +282,15 @@ fn dual_stack_apply_resync_adopt_and_cleanup() {
     run(&node_ns, "ip6tables", &["-F", "TG-INGRESS"]);
     run(&node_ns, "ipset", &["flush", "tg-local6-b"]);
     let repaired = restarted.resync(&cluster).unwrap_or_else(|e| panic!("resync: {e}"));
-    assert!(repaired.repairs.is_empty(), "{repaired:?}");
-    assert_eq!(repaired.ipv6.repairs.chains, ["TG-INGRESS"], "{repaired:?}");
+    assert!(repaired.v4.repairs.is_empty(), "{repaired:?}");
+    assert_eq!(repaired.v6.repairs.chains, ["TG-INGRESS"], "{repaired:?}");
     let local6_members = restarted
         .render_family(&cluster, Family::V6)
         .sets
         .get("tg-local6")
         .map_or(0, |s| s.entries.len());
-    assert_eq!(repaired.ipv6.repairs.set_members.len(), local6_members, "{repaired:?}");
-    assert_eq!(repaired.ipv6.sets_written, 0, "{repaired:?}");
+    assert_eq!(repaired.v6.repairs.set_members.len(), local6_members, "{repaired:?}");
+    assert_eq!(repaired.v6.sets_written, 0, "{repaired:?}");
     assert_eq!(as_rendered(&table(&node_ns, "ip6tables-save")), v6_after);
     assert!(run(&node_ns, "ipset", &["list", "tg-local6-b"]).contains("fd00:0:0:1::3"));
 

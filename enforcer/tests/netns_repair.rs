@@ -67,8 +67,8 @@ fn repairs_exactly_what_drifted(backend: Backend) {
 
     // Nothing drifted yet: the resync reads the node and writes nothing.
     let clean = syncer.resync(&cluster).unwrap_or_else(|e| panic!("resync: {e}"));
-    assert!(clean.repairs.is_empty() && clean.ipv6.repairs.is_empty(), "{clean:?}");
-    assert_eq!((clean.script_bytes, clean.ipv6.script_bytes), (0, 0), "{clean:?}");
+    assert!(clean.v4.repairs.is_empty() && clean.v6.repairs.is_empty(), "{clean:?}");
+    assert_eq!((clean.v4.script_bytes, clean.v6.script_bytes), (0, 0), "{clean:?}");
 
     // Drift: one chain flushed, one set member deleted, one stray rule in another chain.
     scratch.run(&iptables, &["-F", "TG-FORWARD"]);
@@ -86,19 +86,19 @@ fn repairs_exactly_what_drifted(backend: Backend) {
 
     let repaired = syncer.resync(&cluster).unwrap_or_else(|e| panic!("resync: {e}"));
     let metrics = Metrics::new();
-    metrics.observe_repairs(&repaired.repairs);
-    metrics.observe_repairs(&repaired.ipv6.repairs);
-    assert_eq!(repaired.repairs.chains, ["TG-FORWARD", "TG-INGRESS"], "{repaired:?}");
-    assert_eq!(repaired.repairs.set_members.len(), 1, "{repaired:?}");
+    metrics.observe_repairs(&repaired.v4.repairs);
+    metrics.observe_repairs(&repaired.v6.repairs);
+    assert_eq!(repaired.v4.repairs.chains, ["TG-FORWARD", "TG-INGRESS"], "{repaired:?}");
+    assert_eq!(repaired.v4.repairs.set_members.len(), 1, "{repaired:?}");
     assert!(
-        repaired.repairs.set_members[0].starts_with(&format!("{} +", words[1])),
+        repaired.v4.repairs.set_members[0].starts_with(&format!("{} +", words[1])),
         "{repaired:?}"
     );
     assert!(
-        repaired.repairs.sets.is_empty() && !repaired.repairs.jump,
+        repaired.v4.repairs.sets.is_empty() && !repaired.v4.repairs.jump,
         "{repaired:?}"
     );
-    assert!(repaired.ipv6.repairs.is_empty(), "{repaired:?}");
+    assert!(repaired.v6.repairs.is_empty(), "{repaired:?}");
     let text = metrics.encode();
     assert!(
         text.contains("tierguard_enforcer_resync_repairs_total{kind=\"chain\"} 2"),
@@ -113,14 +113,18 @@ fn repairs_exactly_what_drifted(backend: Backend) {
         "{text}"
     );
     // Only the two chains and the one member were written; nothing was rebuilt.
-    assert_eq!((repaired.chains_written, repaired.sets_written), (2, 0), "{repaired:?}");
+    assert_eq!(
+        (repaired.v4.chains_written, repaired.v4.sets_written),
+        (2, 0),
+        "{repaired:?}"
+    );
     assert_eq!(filter_table(&scratch, backend), table);
     assert_eq!(set_members(&scratch), members);
 
     // Repaired: the next resync finds nothing.
     let again = syncer.resync(&cluster).unwrap_or_else(|e| panic!("resync: {e}"));
-    assert!(again.repairs.is_empty() && again.ipv6.repairs.is_empty(), "{again:?}");
-    assert_eq!((again.script_bytes, again.ipv6.script_bytes), (0, 0), "{again:?}");
+    assert!(again.v4.repairs.is_empty() && again.v6.repairs.is_empty(), "{again:?}");
+    assert_eq!((again.v4.script_bytes, again.v6.script_bytes), (0, 0), "{again:?}");
 
     // The FORWARD jump deleted: repaired as such.
     scratch.run(
@@ -137,9 +141,9 @@ fn repairs_exactly_what_drifted(backend: Backend) {
         ],
     );
     let jump = syncer.resync(&cluster).unwrap_or_else(|e| panic!("resync: {e}"));
-    assert!(jump.repairs.jump, "{jump:?}");
+    assert!(jump.v4.repairs.jump, "{jump:?}");
     assert!(
-        jump.repairs.chains.is_empty() && jump.repairs.set_members.is_empty(),
+        jump.v4.repairs.chains.is_empty() && jump.v4.repairs.set_members.is_empty(),
         "{jump:?}"
     );
     assert_eq!(filter_table(&scratch, backend), table);

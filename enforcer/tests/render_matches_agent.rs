@@ -5,14 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::watcher::Event;
-use tierguard::manifest::{Manifest, parse_manifests};
+use tierguard::input::read_manifests;
+use tierguard::manifest::Manifest;
 use tierguard_enforcer::daemon::metrics::Metrics;
 use tierguard_enforcer::daemon::watch::{namespace_update, pod_update, policy_update};
 use tierguard_enforcer::daemon::{LoopConfig, Update, drive};
@@ -76,10 +77,8 @@ fn watch_updates() -> Vec<Update> {
     let mut namespaces = Vec::new();
     let mut policies = Vec::new();
     let mut addresses = Vec::new();
-    for entry in std::fs::read_dir(fixture()).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        for manifest in parse_manifests(&text, &path.display().to_string()).unwrap() {
+    for file in read_manifests(&[fixture()]).unwrap() {
+        for manifest in file.manifests {
             match manifest {
                 Manifest::Pod(p) => pods.push(*p),
                 Manifest::Namespace(n) => namespaces.push(n),
@@ -141,11 +140,11 @@ async fn agent_first_sync() -> String {
     agent_text(&calls)
 }
 
-fn render_cli() -> (String, String) {
+fn render_cli(path: &Path) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tierguard-enforcer"))
         .args(["render", "--node", NODE, "--ipv6", "on", "--pod-cidr", POD_CIDR])
         .args(["--nflog-group", &NFLOG_GROUP.to_string()])
-        .arg(fixture())
+        .arg(path)
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -157,7 +156,7 @@ fn render_cli() -> (String, String) {
 #[tokio::test(start_paused = true)]
 async fn render_prints_what_the_agent_applies() {
     let agent = agent_first_sync().await;
-    let (rendered, warnings) = render_cli();
+    let (rendered, warnings) = render_cli(&fixture());
     assert_eq!(rendered, agent, "render and the agent differ");
     // What the agent leaves out, render leaves out too, and says so on stderr.
     assert!(!rendered.contains("10.0.1.9"), "the finished pod is gone");
@@ -181,4 +180,41 @@ fn render_ipv6_off_prints_ipv4_only() {
     assert!(out.status.success());
     assert_eq!(stdout.matches("*filter\n").count(), 1, "{stdout}");
     assert!(!stdout.contains("fd00:"), "{stdout}");
+}
+
+/// A folder mounted from a ConfigMap holds each key as a link into `..data`,
+/// itself a link to a timestamped folder, and during an update the previous
+/// folder too, with the keys the ConfigMap no longer has. `render` reads the
+/// keys once (hidden entries are skipped, as the webhook skips them): before,
+/// it also read `..data/` and both timestamped folders, printing every
+/// warning three times and enforcing a policy removed from the ConfigMap.
+#[cfg(unix)]
+#[test]
+fn render_reads_a_configmap_volume_as_its_keys() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cluster = std::fs::read_to_string(fixture().join("cluster.yaml")).unwrap();
+    let removed = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+        metadata: {name: removed-allow-all, namespace: shop}\n\
+        spec: {podSelector: {}, ingress: [{}]}\n";
+    let (old, new) = ("..2024_01_01_00_00_00.1", "..2024_01_02_00_00_00.2");
+    std::fs::create_dir(root.join(old)).unwrap();
+    std::fs::create_dir(root.join(new)).unwrap();
+    std::fs::write(root.join(old).join("cluster.yaml"), &cluster).unwrap();
+    std::fs::write(root.join(old).join("removed.yaml"), removed).unwrap();
+    std::fs::write(root.join(new).join("cluster.yaml"), &cluster).unwrap();
+    symlink(new, root.join("..data")).unwrap();
+    symlink("..data/cluster.yaml", root.join("cluster.yaml")).unwrap();
+
+    let (want, want_warnings) = render_cli(&fixture());
+    let (got, got_warnings) = render_cli(root);
+    assert!(
+        !got.contains("removed-allow-all"),
+        "a key no longer in the ConfigMap is enforced"
+    );
+    assert_eq!(got, want, "render of the volume and of its keys differ");
+    let fixture_file = fixture().join("cluster.yaml").display().to_string();
+    let volume_file = root.join("cluster.yaml").display().to_string();
+    assert_eq!(got_warnings, want_warnings.replace(&fixture_file, &volume_file));
 }

@@ -10,6 +10,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::journal::{Changed, Journal, Revision};
 use crate::labels::{Labels, NAMESPACE_NAME_LABEL};
+use crate::meta::namespace_of;
 use crate::policy::{FieldError, Policy, PolicyError, PolicyId, Protocol};
 
 /// A container port of a pod.
@@ -61,7 +62,7 @@ impl PodInfo {
     /// Reads a Pod; problems name the field.
     pub fn from_k8s(pod: &Pod) -> Result<PodInfo, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
+        let namespace = namespace_of(&pod.metadata).to_string();
         let name = pod.metadata.name.clone().unwrap_or_default();
         if name.is_empty() {
             errors.push(FieldError {

@@ -13,6 +13,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::meta::namespace_of;
 use crate::selector::Selector;
 
 /// A transport protocol a NetworkPolicy port can name.
@@ -295,7 +296,7 @@ impl Policy {
     pub fn from_k8s_lenient(np: &NetworkPolicy) -> LenientPolicy {
         let mut errors = Vec::new();
         let id = PolicyId {
-            namespace: np.metadata.namespace.clone().unwrap_or_else(|| "default".to_string()),
+            namespace: namespace_of(&np.metadata).to_string(),
             name: np.metadata.name.clone().unwrap_or_default(),
         };
         if id.name.is_empty() {

@@ -38,6 +38,9 @@ pub enum LoadError {
         /// what is wrong
         message: String,
     },
+    /// a folder could not be walked (the error names the path)
+    #[error(transparent)]
+    Walk(#[from] tierguard::input::InputError),
     /// a kustomization names something that is not there or not usable
     #[error("{path}: {message}")]
     Kustomization {
@@ -124,35 +127,18 @@ pub fn load_file(path: &Path) -> Result<Vec<Manifest>, LoadError> {
     parse_documents(&text, path)
 }
 
-/// Every `.yaml`/`.yml` file under `dir`, sorted, skipping folders named in
-/// `skip` (relative to `dir`).
+/// Every `.yaml`/`.yml` file under `dir`, walked as tierguard walks manifest
+/// folders (`tierguard::input::files_under`: name order, hidden entries
+/// skipped), leaving out the folders named in `skip` (relative to `dir`).
 pub fn yaml_files(dir: &Path, skip: &[&str]) -> Result<Vec<PathBuf>, LoadError> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|source| LoadError::Io {
-            path: d.clone(),
-            source,
-        })?;
-        for entry in entries {
-            let path = entry
-                .map_err(|source| LoadError::Io {
-                    path: d.clone(),
-                    source,
-                })?
-                .path();
-            if path.is_dir() {
-                let rel = path.strip_prefix(dir).unwrap_or(&path);
-                if !skip.iter().any(|s| rel == Path::new(s)) {
-                    stack.push(path);
-                }
-            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    let files = tierguard::input::files_under(&[dir.to_path_buf()], &["yaml", "yml"])?;
+    Ok(files
+        .into_iter()
+        .filter(|f| {
+            let rel = f.strip_prefix(dir).unwrap_or(f);
+            !skip.iter().any(|s| rel.starts_with(s))
+        })
+        .collect())
 }
 
 /// The file of a kustomization folder.

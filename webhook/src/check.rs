@@ -172,3 +172,24 @@ pub fn render_json(report: &Report) -> Result<String, serde_json::Error> {
     };
     serde_json::to_string_pretty(&json)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Namespace manifest whose name label names an ungoverned namespace
+    /// is still judged by its name: the label is the name, as the API server
+    /// keeps it (the old conversion kept the label and missed the violation).
+    #[test]
+    fn a_name_label_that_disagrees_with_the_name_does_not_hide_a_namespace() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join("ns.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop-data\n  labels: {kubernetes.io/metadata.name: kube-system, tier: data}\n",
+        )?;
+        let report = check(&TierTemplate::built_in(), &[dir.path().to_path_buf()])?;
+        assert_eq!(report.files.len(), 1);
+        assert!(report.violations.contains_key("shop-data"), "{}", render_text(&report));
+        Ok(())
+    }
+}

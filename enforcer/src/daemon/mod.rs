@@ -191,8 +191,9 @@ fn apply<E: Executor>(
     match &result {
         Ok(report) => {
             metrics.syncs.inc();
-            metrics.observe_repairs(&report.repairs);
-            metrics.observe_repairs(&report.ipv6.repairs);
+            for (_, family) in report.families() {
+                metrics.observe_repairs(&family.repairs);
+            }
             metrics
                 .conntrack_deleted
                 .inc_by(u64::try_from(report.conntrack_deleted).unwrap_or(u64::MAX));
@@ -233,14 +234,19 @@ fn sync_now<E: Executor>(start: SyncStart, syncer: &mut Syncer<E>, agent: &mut A
                 full = start.full,
                 events = start.events,
                 oldest_event_waited_ms = waited_ms,
-                chains_written = report.chains_written,
-                chains_removed = report.chains_removed,
-                sets_written = report.sets_written,
-                sets_updated = report.sets_updated,
-                sets_removed = report.sets_removed,
-                script_bytes = report.script_bytes + report.ipv6.script_bytes,
-                rules = report.rules,
-                sets = report.sets,
+                v4.chains_written = report.v4.chains_written,
+                v4.chains_removed = report.v4.chains_removed,
+                v4.sets_written = report.v4.sets_written,
+                v4.sets_updated = report.v4.sets_updated,
+                v4.sets_removed = report.v4.sets_removed,
+                v6.chains_written = report.v6.chains_written,
+                v6.chains_removed = report.v6.chains_removed,
+                v6.sets_written = report.v6.sets_written,
+                v6.sets_updated = report.v6.sets_updated,
+                v6.sets_removed = report.v6.sets_removed,
+                script_bytes = report.total_script_bytes(),
+                rules = report.total_rules(),
+                sets = report.total_sets(),
                 "synced"
             );
         }

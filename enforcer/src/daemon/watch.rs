@@ -9,6 +9,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
+use tierguard::meta::namespace_of;
 use tierguard::policy::PolicyId;
 use tierguard::{NamespaceInfo, PodInfo, Policy};
 
@@ -41,7 +42,7 @@ pub fn policy(np: &NetworkPolicy) -> Policy {
 
 fn pod_key(pod: &Pod) -> (String, String) {
     (
-        pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        namespace_of(&pod.metadata).to_string(),
         pod.metadata.name.clone().unwrap_or_default(),
     )
 }
@@ -103,7 +104,7 @@ pub fn policy_update(event: Event<NetworkPolicy>, buffer: &mut Vec<Policy>) -> O
         Event::InitDone => Some(Update::Policies(std::mem::take(buffer))),
         Event::Apply(np) => Some(Update::Policy(policy(&np))),
         Event::Delete(np) => Some(Update::PolicyGone(PolicyId {
-            namespace: np.metadata.namespace.unwrap_or_else(|| "default".into()),
+            namespace: namespace_of(&np.metadata).to_string(),
             name: np.metadata.name.unwrap_or_default(),
         })),
     }

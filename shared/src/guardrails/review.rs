@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
+use crate::meta::DEFAULT_NAMESPACE;
 use crate::template::TierTemplate;
 
 use super::context::Context;
@@ -139,7 +140,7 @@ pub(crate) fn review_network_policy(
         .namespace
         .as_deref()
         .or_else(|| old.and_then(|o| o.metadata.namespace.as_deref()))
-        .unwrap_or("default");
+        .unwrap_or(DEFAULT_NAMESPACE);
     let ctx = Context::new(template, view, namespace);
     let eval = NamespaceEval::new(&ctx, namespace);
     // The changed object is the only one parsed here.

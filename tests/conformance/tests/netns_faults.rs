@@ -520,9 +520,12 @@ fn sets_changed_in_place_or_switched_with_their_rules_never_mix_old_and_new() {
         for _ in 0..6 {
             let forth = syncer.sync(new).unwrap();
             if name == "members" {
-                assert!(forth.sets_updated > 0 && forth.sets_written == 0, "in place: {forth:?}");
+                assert!(
+                    forth.v4.sets_updated > 0 && forth.v4.sets_written == 0,
+                    "in place: {forth:?}"
+                );
             } else {
-                assert!(forth.sets_written > 0, "switched with the rules: {forth:?}");
+                assert!(forth.v4.sets_written > 0, "switched with the rules: {forth:?}");
             }
             running.wait_results(probes.len());
             syncer.sync(&old).unwrap();

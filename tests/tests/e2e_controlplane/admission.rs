@@ -113,15 +113,11 @@ fn bad_examples(repo: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
     Ok(out)
 }
 
-/// The objects of the manifests in `folder` (files in name order).
+/// The objects of the manifests in `folder` (the files `check` reads, in
+/// the same order), as JSON to send to the API server.
 fn objects_in(folder: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
     let mut out = Vec::new();
-    for file in files {
+    for file in tierguard::input::manifest_files(&[folder.to_path_buf()])? {
         let text = std::fs::read_to_string(&file)?;
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let value: serde_json::Value =

@@ -32,12 +32,13 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use tierguard::NamespaceInfo;
 use tierguard::guardrails::{self, Operation, PolicyState, Review};
 use tierguard::labels::{Labels, NAMESPACE_NAME_LABEL};
 use tierguard::template::TierTemplate;
 
 use crate::metrics::OverlayMetrics;
-use crate::state::{Snapshot, StateSource, namespace_labels, policy_namespace};
+use crate::state::{Snapshot, StateSource, policy_namespace};
 use locks::{NamespaceLocks, NamespaceTurn};
 
 /// How long an admitted change counts without the watch showing it.
@@ -359,7 +360,7 @@ impl Overlay {
         self.record(
             ObjectKey::Namespace { name },
             operation,
-            Change::Namespace(namespace_labels(new)),
+            Change::Namespace(NamespaceInfo::from_k8s(new).labels),
             replaces,
         );
     }

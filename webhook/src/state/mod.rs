@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use tierguard::NamespaceInfo;
 use tierguard::guardrails::{PolicyState, PreparedState};
-use tierguard::labels::{Labels, NAMESPACE_NAME_LABEL};
+use tierguard::meta::namespace_of;
 
 /// What a request reads.
 #[derive(Clone, Debug, Default)]
@@ -29,9 +30,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot from raw objects. A policy whose namespace is not
-    /// among `namespaces` gets an implicit namespace labelled only with
-    /// `kubernetes.io/metadata.name` (what the API server would give it).
+    /// Builds a snapshot from raw objects. Namespaces are read as the
+    /// enforcer reads them ([`NamespaceInfo::from_k8s`]: the name label is
+    /// always the name, as the API server keeps it). A policy whose namespace
+    /// is not among `namespaces` gets an implicit namespace labelled only
+    /// with `kubernetes.io/metadata.name` (what the API server would give it).
     pub fn build<'a>(
         namespaces: impl IntoIterator<Item = &'a Namespace>,
         policies: impl IntoIterator<Item = &'a NetworkPolicy>,
@@ -40,14 +43,15 @@ impl Snapshot {
         let mut terminating = BTreeSet::new();
         let mut namespace_versions = BTreeMap::new();
         for ns in namespaces {
-            let Some(name) = ns.metadata.name.clone() else {
+            if ns.metadata.name.is_none() {
                 continue;
-            };
-            if is_terminating(ns) {
-                terminating.insert(name.clone());
             }
-            namespace_versions.insert(name.clone(), ns.metadata.resource_version.clone());
-            state.namespaces.insert(name, namespace_labels(ns));
+            let info = NamespaceInfo::from_k8s(ns);
+            if info.terminating {
+                terminating.insert(info.name.clone());
+            }
+            namespace_versions.insert(info.name.clone(), ns.metadata.resource_version.clone());
+            state.namespaces.insert(info.name, info.labels);
         }
         for np in policies {
             let namespace = policy_namespace(np);
@@ -55,7 +59,7 @@ impl Snapshot {
             state
                 .namespaces
                 .entry(namespace.clone())
-                .or_insert_with(|| Labels::from([(NAMESPACE_NAME_LABEL.to_string(), namespace.clone())]));
+                .or_insert_with(|| NamespaceInfo::new(&namespace, Default::default()).labels);
             state.policies.insert((namespace, name), np.clone());
         }
         Snapshot {
@@ -68,25 +72,7 @@ impl Snapshot {
 
 /// The namespace of a policy (`default` when the manifest leaves it out, as kubectl does).
 pub fn policy_namespace(np: &NetworkPolicy) -> String {
-    np.metadata.namespace.clone().unwrap_or_else(|| "default".to_string())
-}
-
-/// A namespace's labels with `kubernetes.io/metadata.name` set to its name
-/// when absent (the API server sets it since Kubernetes 1.21).
-pub fn namespace_labels(ns: &Namespace) -> Labels {
-    let mut labels: Labels = ns.metadata.labels.clone().unwrap_or_default();
-    if let Some(name) = &ns.metadata.name {
-        labels
-            .entry(NAMESPACE_NAME_LABEL.to_string())
-            .or_insert_with(|| name.clone());
-    }
-    labels
-}
-
-/// Whether the namespace is being deleted.
-pub fn is_terminating(ns: &Namespace) -> bool {
-    ns.metadata.deletion_timestamp.is_some()
-        || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+    namespace_of(&np.metadata).to_string()
 }
 
 /// A source of cluster state.
@@ -101,6 +87,47 @@ pub trait StateSource: Send + Sync + 'static {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use tierguard::labels::{Labels, NAMESPACE_NAME_LABEL};
+
+    fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// docs/guardrails.md: labels are taken as the API server shows them, the
+    /// name label always the namespace's name. The webhook kept a name label
+    /// that disagreed with the name (a manifest could make `shop` look like
+    /// `kube-system`, which the template does not govern); the enforcer did not.
+    #[test]
+    fn namespaces_are_read_as_the_enforcer_reads_them() {
+        let spoofed = namespace("shop", &[(NAMESPACE_NAME_LABEL, "kube-system"), ("team", "a")]);
+        let missing = namespace("shop-data", &[("team", "b")]);
+        let s = Snapshot::build([&spoofed, &missing], []);
+        for ns in [&spoofed, &missing] {
+            let info = NamespaceInfo::from_k8s(ns);
+            assert_eq!(s.policy.namespaces.get(&info.name), Some(&info.labels), "{}", info.name);
+        }
+        assert_eq!(
+            s.policy
+                .namespaces
+                .get("shop")
+                .and_then(|l| l.get(NAMESPACE_NAME_LABEL)),
+            Some(&"shop".to_string())
+        );
+        assert_eq!(
+            s.policy
+                .namespaces
+                .get("shop-data")
+                .and_then(|l| l.get(NAMESPACE_NAME_LABEL)),
+            Some(&"shop-data".to_string())
+        );
+    }
 
     #[test]
     fn snapshot_adds_name_label_implicit_namespaces_and_terminating() {

@@ -197,10 +197,14 @@ fn failure(
     }
 }
 
-/// Case files named by `paths`: files as given, folders' `*.yaml`/`*.yml`
-/// recursively, in name order.
-pub fn case_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    tierguard_enforcer::files::files_under(paths, &["yaml", "yml"])
+/// The extensions of case files in a folder (cases are YAML, docs/cases.md).
+pub const CASE_EXTENSIONS: &[&str] = &["yaml", "yml"];
+
+/// Case files named by `paths`, walked as the webhook and the enforcer walk
+/// manifests (`tierguard::input::files_under`): files as given, folders'
+/// `*.yaml`/`*.yml` recursively, in name order, hidden entries skipped.
+pub fn case_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, tierguard::input::InputError> {
+    tierguard::input::files_under(paths, CASE_EXTENSIONS)
 }
 
 /// Reads and validates one case file.
