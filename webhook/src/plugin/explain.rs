@@ -1,0 +1,543 @@
+//! `explain FROM TO [PROTO/PORT]`: the engine's verdict on one connection,
+//! with both sides' reasons. The verdict is `Cluster::allowed` (what the
+//! enforcer programs); the lines on rules that did not match come from the
+//! same matching functions (`Cluster::peer_matches`, `Rule::port_hit`).
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use serde::Serialize;
+use tierguard::cluster::{Cluster, PodInfo};
+use tierguard::engine::{Endpoint, SideVerdict};
+use tierguard::policy::{Direction, NamespaceScope, Peer, Policy, PolicyPort, PortHit, PortMatch, Protocol, Rule};
+
+/// Input `explain` cannot use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExplainError {
+    /// FROM or TO is neither `namespace/pod` nor an IP address
+    #[error("{arg} {value:?}: expected namespace/pod or an IP address")]
+    Endpoint {
+        /// FROM or TO
+        arg: &'static str,
+        /// what was given
+        value: String,
+    },
+    /// no such pod in the state
+    #[error("{arg} {value}: no such pod (pods of namespace {namespace}: {known})")]
+    NoPod {
+        /// FROM or TO
+        arg: &'static str,
+        /// what was given
+        value: String,
+        /// its namespace
+        namespace: String,
+        /// the pods there
+        known: String,
+    },
+    /// PROTO/PORT does not parse
+    #[error("port {0:?}: expected PROTO/PORT, e.g. TCP/8080 or TCP/http (TCP, UDP, SCTP)")]
+    Port(String),
+    /// a named port the destination does not serve
+    #[error("port {value}: {to} has no container port named {name:?} for {protocol}")]
+    NamedPort {
+        /// what was given
+        value: String,
+        /// the destination
+        to: String,
+        /// the name
+        name: String,
+        /// the protocol
+        protocol: Protocol,
+    },
+    /// no port given and the destination serves none to default to
+    #[error("no PROTO/PORT given and {0} has no container ports to explain: give one, e.g. TCP/8080")]
+    NoPorts(String),
+}
+
+/// FROM or TO as given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointArg {
+    /// `namespace/pod`
+    Pod {
+        /// namespace
+        namespace: String,
+        /// name
+        name: String,
+    },
+    /// an address outside the cluster (or a node)
+    Address(IpAddr),
+}
+
+impl EndpointArg {
+    /// Parses `namespace/pod` or an IP address.
+    pub fn parse(arg: &'static str, value: &str) -> Result<EndpointArg, ExplainError> {
+        if let Ok(ip) = value.parse::<IpAddr>() {
+            return Ok(EndpointArg::Address(ip));
+        }
+        let bad = || ExplainError::Endpoint {
+            arg,
+            value: value.to_string(),
+        };
+        let (namespace, name) = value.split_once('/').ok_or_else(bad)?;
+        if namespace.is_empty() || name.is_empty() || name.contains('/') {
+            return Err(bad());
+        }
+        Ok(EndpointArg::Pod {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    fn resolve<'c>(&self, arg: &'static str, cluster: &'c Cluster) -> Result<Endpoint<'c>, ExplainError> {
+        match self {
+            EndpointArg::Address(ip) => Ok(Endpoint::Address(*ip)),
+            EndpointArg::Pod { namespace, name } => match cluster.pod(namespace, name) {
+                Some(pod) => Ok(Endpoint::Pod(pod)),
+                None => {
+                    let known: Vec<&str> = cluster.pods_in(namespace).map(|p| p.name.as_str()).collect();
+                    Err(ExplainError::NoPod {
+                        arg,
+                        value: format!("{namespace}/{name}"),
+                        namespace: namespace.clone(),
+                        known: if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        },
+                    })
+                }
+            },
+        }
+    }
+}
+
+/// PROTO/PORT as given: a number or a container port's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortArg {
+    /// protocol
+    pub protocol: Protocol,
+    /// number or name
+    pub port: PortSpec,
+}
+
+/// A port number or name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortSpec {
+    /// a number
+    Number(u16),
+    /// a container port name, resolved on the destination pod
+    Name(String),
+}
+
+impl PortArg {
+    /// Parses `TCP/8080`, `udp/53` or `TCP/http`.
+    pub fn parse(value: &str) -> Result<PortArg, ExplainError> {
+        let bad = || ExplainError::Port(value.to_string());
+        let (proto, port) = value.split_once('/').ok_or_else(bad)?;
+        let protocol = Protocol::parse(&proto.to_ascii_uppercase()).ok_or_else(bad)?;
+        let port = match port.parse::<u16>() {
+            Ok(0) => return Err(bad()),
+            Ok(n) => PortSpec::Number(n),
+            Err(_) if !port.is_empty() && port.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
+                PortSpec::Name(port.to_string())
+            }
+            Err(_) => return Err(bad()),
+        };
+        Ok(PortArg { protocol, port })
+    }
+}
+
+/// Why one side decided as it did.
+#[derive(Clone, Debug, Serialize)]
+pub struct SideExplanation {
+    /// `egress` or `ingress`
+    pub direction: Direction,
+    /// the end this side belongs to
+    pub endpoint: String,
+    /// whether this side lets the connection through
+    pub allowed: bool,
+    /// the policies isolating the pod in this direction
+    pub isolated_by: Vec<String>,
+    /// the engine's verdict
+    pub verdict: SideVerdict,
+    /// the rule that allowed it, as text
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_by: Option<String>,
+    /// for each rule of the isolating policies that did not allow it, why
+    pub misses: Vec<String>,
+}
+
+/// The verdict on one connection with both sides' reasons.
+#[derive(Clone, Debug, Serialize)]
+pub struct Explanation {
+    /// the source
+    pub from: String,
+    /// the destination
+    pub to: String,
+    /// protocol
+    pub protocol: Protocol,
+    /// destination port
+    pub port: u16,
+    /// the name the port was given as (resolved on the destination)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+    /// whether the connection is allowed
+    pub allowed: bool,
+    /// the source's egress
+    pub egress: SideExplanation,
+    /// the destination's ingress
+    pub ingress: SideExplanation,
+}
+
+/// The ports to explain: the one given (a name resolved on the destination),
+/// else every container port of the destination pod.
+pub fn ports_to_explain(
+    cluster: &Cluster,
+    to: &EndpointArg,
+    port: Option<&PortArg>,
+) -> Result<Vec<(Protocol, u16, Option<String>)>, ExplainError> {
+    let destination = to.resolve("TO", cluster)?;
+    match port {
+        Some(PortArg {
+            protocol,
+            port: PortSpec::Number(n),
+        }) => Ok(vec![(*protocol, *n, None)]),
+        Some(PortArg {
+            protocol,
+            port: PortSpec::Name(name),
+        }) => {
+            let resolved = match destination {
+                Endpoint::Pod(pod) if !pod.host_network => pod.named_port(name, *protocol),
+                _ => None,
+            };
+            match resolved {
+                Some(n) => Ok(vec![(*protocol, n, Some(name.clone()))]),
+                None => Err(ExplainError::NamedPort {
+                    value: format!("{protocol}/{name}"),
+                    to: destination.to_string(),
+                    name: name.clone(),
+                    protocol: *protocol,
+                }),
+            }
+        }
+        None => {
+            let ports: Vec<_> = match destination {
+                Endpoint::Pod(pod) => pod.ports.iter().map(|p| (p.protocol, p.port, p.name.clone())).collect(),
+                Endpoint::Address(_) => Vec::new(),
+            };
+            if ports.is_empty() {
+                return Err(ExplainError::NoPorts(destination.to_string()));
+            }
+            Ok(ports)
+        }
+    }
+}
+
+/// Explains `protocol`/`port` from `from` to `to`.
+pub fn explain(
+    cluster: &Cluster,
+    from: &EndpointArg,
+    to: &EndpointArg,
+    protocol: Protocol,
+    port: u16,
+    port_name: Option<String>,
+) -> Result<Explanation, ExplainError> {
+    let source = from.resolve("FROM", cluster)?;
+    let destination = to.resolve("TO", cluster)?;
+    let verdict = cluster.allowed(source, destination, protocol, port);
+    let side = |direction: Direction, verdict: SideVerdict| {
+        let (this, other) = match direction {
+            Direction::Egress => (source, destination),
+            Direction::Ingress => (destination, source),
+        };
+        side_explanation(cluster, direction, this, other, destination, protocol, port, verdict)
+    };
+    Ok(Explanation {
+        from: source.to_string(),
+        to: destination.to_string(),
+        protocol,
+        port,
+        port_name,
+        allowed: verdict.allowed(),
+        egress: side(Direction::Egress, verdict.egress),
+        ingress: side(Direction::Ingress, verdict.ingress),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn side_explanation(
+    cluster: &Cluster,
+    direction: Direction,
+    this: Endpoint<'_>,
+    other: Endpoint<'_>,
+    destination: Endpoint<'_>,
+    protocol: Protocol,
+    port: u16,
+    verdict: SideVerdict,
+) -> SideExplanation {
+    let pod = match this {
+        Endpoint::Pod(pod) => Some(pod),
+        Endpoint::Address(_) => None,
+    };
+    let isolating: Vec<&Policy> = match (&verdict, pod) {
+        (SideVerdict::Allowed { .. } | SideVerdict::Denied { .. }, Some(pod)) => {
+            cluster.isolating(pod, direction).collect()
+        }
+        _ => Vec::new(),
+    };
+    let named = |name: &str, proto: Protocol| match destination {
+        Endpoint::Pod(d) if !d.host_network => d.named_port(name, proto),
+        _ => None,
+    };
+    let allowed_by = match &verdict {
+        SideVerdict::Allowed {
+            policy,
+            rule,
+            peer,
+            port: hit,
+        } => cluster.policy(policy).map(|p| {
+            let rule_value = p.rules(direction).get(*rule);
+            let peer_text = match (peer, rule_value.and_then(|r| r.peers.as_ref())) {
+                (Some(i), Some(peers)) => format!(
+                    "{}[{i}] ({})",
+                    peers_key(direction),
+                    peers.get(*i).map(|peer| describe_peer(peer, &p.id.namespace)).unwrap_or_default()
+                ),
+                _ => format!("{} (every peer)", peers_key(direction)),
+            };
+            let port_text = match (hit, rule_value) {
+                (PortHit::Entry(i), Some(r)) => format!(
+                    "ports[{i}] ({})",
+                    r.ports.get(*i).map(|pp| describe_port(pp, &named)).unwrap_or_default()
+                ),
+                _ => "ports (every port)".to_string(),
+            };
+            format!("{} {}[{rule}] {peer_text} {port_text}", p.id, section(direction))
+        }),
+        _ => None,
+    };
+    // Why each rule before the one that allowed it (all of them when denied) did not.
+    let mut misses = Vec::new();
+    if matches!(verdict, SideVerdict::Denied { .. }) {
+        for policy in &isolating {
+            let rules = policy.rules(direction);
+            if rules.is_empty() {
+                misses.push(format!(
+                    "{} has no {} rules: it allows nothing",
+                    policy.id,
+                    section(direction)
+                ));
+            }
+            for (i, rule) in rules.iter().enumerate() {
+                misses.push(format!(
+                    "{} {}[{i}]: {}",
+                    policy.id,
+                    section(direction),
+                    rule_miss(cluster, policy, rule, direction, other, protocol, port, &named)
+                ));
+            }
+        }
+    }
+    SideExplanation {
+        direction,
+        endpoint: this.to_string(),
+        allowed: verdict.is_allowed(),
+        isolated_by: isolating.iter().map(|p| p.id.to_string()).collect(),
+        verdict,
+        allowed_by,
+        misses,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rule_miss(
+    cluster: &Cluster,
+    policy: &Policy,
+    rule: &Rule,
+    direction: Direction,
+    other: Endpoint<'_>,
+    protocol: Protocol,
+    port: u16,
+    named: &dyn Fn(&str, Protocol) -> Option<u16>,
+) -> String {
+    let peer_ok = match &rule.peers {
+        None => true,
+        Some(peers) => peers.iter().any(|p| cluster.peer_matches(p, &policy.id.namespace, other)),
+    };
+    let port_ok = rule.port_hit(protocol, port, named).is_some();
+    let peers_text = || match &rule.peers {
+        None => "every peer".to_string(),
+        Some(peers) => peers
+            .iter()
+            .map(|p| describe_peer(p, &policy.id.namespace))
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    let ports_text = || {
+        rule.ports
+            .iter()
+            .map(|p| describe_port(p, named))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let who = match direction {
+        Direction::Egress => "to",
+        Direction::Ingress => "from",
+    };
+    match (peer_ok, port_ok) {
+        (false, false) => format!(
+            "{other} is not {who} {} and {protocol}/{port} is not in {}",
+            peers_text(),
+            ports_text()
+        ),
+        (false, true) => format!("{other} is not {who} {}", peers_text()),
+        (true, false) => format!("{protocol}/{port} is not in {}", ports_text()),
+        // The engine found no rule; a rule matching both is a disagreement
+        // the tests would catch.
+        (true, true) => "matches (the engine disagrees: please report)".to_string(),
+    }
+}
+
+fn section(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    }
+}
+
+fn peers_key(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Ingress => "from",
+        Direction::Egress => "to",
+    }
+}
+
+/// A peer in words: `pods tier=data in namespace shop`, `ipBlock 10.0.0.0/8 except 10.1.0.0/16`.
+pub fn describe_peer(peer: &Peer, policy_namespace: &str) -> String {
+    match peer {
+        Peer::Pods { namespaces, pods } => {
+            let pods = if pods.is_everything() {
+                "every pod".to_string()
+            } else {
+                format!("pods {pods}")
+            };
+            match namespaces {
+                NamespaceScope::Own => format!("{pods} in namespace {policy_namespace}"),
+                NamespaceScope::Matching(sel) if sel.is_everything() => format!("{pods} in every namespace"),
+                NamespaceScope::Matching(sel) => format!("{pods} in namespaces {sel}"),
+            }
+        }
+        Peer::Block(block) => {
+            let mut text = format!("ipBlock {}", block.cidr);
+            if !block.except.is_empty() {
+                let except: Vec<String> = block.except.iter().map(ToString::to_string).collect();
+                let _ = write!(text, " except {}", except.join(", "));
+            }
+            text
+        }
+    }
+}
+
+/// A port entry in words, a named port with what it resolves to on the destination.
+pub fn describe_port(port: &PolicyPort, named: &dyn Fn(&str, Protocol) -> Option<u16>) -> String {
+    let protocol = port.protocol;
+    match &port.port {
+        PortMatch::All => format!("every {protocol} port"),
+        PortMatch::Range { start, end } if start == end => format!("{protocol}/{start}"),
+        PortMatch::Range { start, end } => format!("{protocol}/{start}-{end}"),
+        PortMatch::Named(name) => match named(name, protocol) {
+            Some(n) => format!("{protocol}/{name} = {n} on the destination"),
+            None => format!("{protocol}/{name}, not a port of the destination"),
+        },
+    }
+}
+
+fn describe_side(out: &mut String, side: &SideExplanation, pod: Option<&PodInfo>) {
+    let _ = pod;
+    let verdict = if side.allowed { "allowed" } else { "denied" };
+    let _ = writeln!(out, "{} of {}: {verdict}", side.direction, side.endpoint);
+    match &side.verdict {
+        SideVerdict::SamePod => {
+            let _ = writeln!(out, "  a pod always reaches itself");
+        }
+        SideVerdict::NotAPod => {
+            let _ = writeln!(out, "  not a pod of the cluster: no policy applies on this side");
+        }
+        SideVerdict::HostNetwork => {
+            let _ = writeln!(out, "  a host-network pod: its traffic is its node's, which no policy isolates");
+        }
+        SideVerdict::OwnNode => {
+            let _ = writeln!(out, "  the other end is a host-network pod on this pod's node: always allowed");
+        }
+        SideVerdict::NotIsolated => {
+            let _ = writeln!(out, "  not isolated: no policy selects it for {}", side.direction);
+        }
+        SideVerdict::Allowed { .. } => {
+            let _ = writeln!(out, "  isolated by {}", side.isolated_by.join(", "));
+            if let Some(by) = &side.allowed_by {
+                let _ = writeln!(out, "  allowed by {by}");
+            }
+        }
+        SideVerdict::Denied { .. } => {
+            let _ = writeln!(out, "  isolated by {}", side.isolated_by.join(", "));
+            let _ = writeln!(out, "  no rule of these policies allows it:");
+            for miss in &side.misses {
+                let _ = writeln!(out, "    {miss}");
+            }
+        }
+    }
+}
+
+/// The explanation for a person.
+pub fn render_text(e: &Explanation) -> String {
+    let mut out = String::new();
+    let port = match &e.port_name {
+        Some(name) => format!("{}/{} ({name})", e.protocol, e.port),
+        None => format!("{}/{}", e.protocol, e.port),
+    };
+    let verdict = if e.allowed { "allowed" } else { "denied" };
+    let _ = writeln!(out, "{} -> {} {port}: {verdict}", e.from, e.to);
+    describe_side(&mut out, &e.egress, None);
+    describe_side(&mut out, &e.ingress, None);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_and_ports_parse_or_say_why_not() {
+        assert_eq!(
+            EndpointArg::parse("FROM", "shop/web"),
+            Ok(EndpointArg::Pod {
+                namespace: "shop".into(),
+                name: "web".into()
+            })
+        );
+        assert_eq!(
+            EndpointArg::parse("TO", "fd00::1"),
+            Ok(EndpointArg::Address("fd00::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))))
+        );
+        for bad in ["shop", "/web", "shop/", "a/b/c", "10.0.0.300"] {
+            assert!(EndpointArg::parse("FROM", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            PortArg::parse("tcp/8080"),
+            Ok(PortArg {
+                protocol: Protocol::Tcp,
+                port: PortSpec::Number(8080)
+            })
+        );
+        assert_eq!(
+            PortArg::parse("UDP/dns"),
+            Ok(PortArg {
+                protocol: Protocol::Udp,
+                port: PortSpec::Name("dns".into())
+            })
+        );
+        for bad in ["8080", "TCP/0", "ICMP/1", "TCP/", "TCP/a b", "TCP/70000x"] {
+            assert!(PortArg::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
