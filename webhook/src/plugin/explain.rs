@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use serde::Serialize;
-use tierguard::cluster::{Cluster, PodInfo};
+use tierguard::cluster::Cluster;
 use tierguard::engine::{Endpoint, SideVerdict};
 use tierguard::policy::{Direction, NamespaceScope, Peer, Policy, PolicyPort, PortHit, PortMatch, Protocol, Rule};
 
@@ -452,10 +452,9 @@ pub fn describe_port(port: &PolicyPort, named: &dyn Fn(&str, Protocol) -> Option
     }
 }
 
-fn describe_side(out: &mut String, side: &SideExplanation, pod: Option<&PodInfo>) {
-    let _ = pod;
+fn describe_side(out: &mut String, side: &SideExplanation) {
     let verdict = if side.allowed { "allowed" } else { "denied" };
-    let _ = writeln!(out, "{} of {}: {verdict}", side.direction, side.endpoint);
+    let _ = writeln!(out, "{} of {}: {verdict}", section(side.direction), side.endpoint);
     match &side.verdict {
         SideVerdict::SamePod => {
             let _ = writeln!(out, "  a pod always reaches itself");
@@ -470,7 +469,11 @@ fn describe_side(out: &mut String, side: &SideExplanation, pod: Option<&PodInfo>
             let _ = writeln!(out, "  the other end is a host-network pod on this pod's node: always allowed");
         }
         SideVerdict::NotIsolated => {
-            let _ = writeln!(out, "  not isolated: no policy selects it for {}", side.direction);
+            let _ = writeln!(
+                out,
+                "  not isolated: no policy selects it for {}",
+                section(side.direction)
+            );
         }
         SideVerdict::Allowed { .. } => {
             let _ = writeln!(out, "  isolated by {}", side.isolated_by.join(", "));
@@ -497,8 +500,8 @@ pub fn render_text(e: &Explanation) -> String {
     };
     let verdict = if e.allowed { "allowed" } else { "denied" };
     let _ = writeln!(out, "{} -> {} {port}: {verdict}", e.from, e.to);
-    describe_side(&mut out, &e.egress, None);
-    describe_side(&mut out, &e.ingress, None);
+    describe_side(&mut out, &e.egress);
+    describe_side(&mut out, &e.ingress);
     out
 }
 
