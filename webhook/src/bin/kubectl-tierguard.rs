@@ -44,8 +44,10 @@ fn main() -> ExitCode {
     let outcome = read_state(&cli).and_then(|state| cli.command.run(&state));
     match outcome {
         Ok(outcome) => {
+            // What the input asks the reader to know, as plain lines (logs are for --log-format).
             for warning in &outcome.warnings {
-                tracing::warn!("{warning}");
+                tracing::debug!(%warning, "input warning");
+                eprintln!("warning: {warning}");
             }
             print!("{}", outcome.stdout);
             ExitCode::from(outcome.code)
