@@ -112,24 +112,69 @@ const BAD: [Example; 4] = [
 #[test]
 fn explain_three_tier_allowed_and_denied() {
     let e = &THREE_TIER;
-    let allowed = case(e, &["explain", "shop/backend-0", "shop/data-0", "TCP/5432"], 0, "explain-allowed.txt");
-    assert!(allowed.stdout.starts_with("shop/backend-0 -> shop/data-0 TCP/5432: allowed\n"));
-    let denied = case(e, &["explain", "shop/frontend-0", "shop/data-0", "TCP/5432"], 1, "explain-denied.txt");
+    let allowed = case(
+        e,
+        &["explain", "shop/backend-0", "shop/data-0", "TCP/5432"],
+        0,
+        "explain-allowed.txt",
+    );
+    assert!(
+        allowed
+            .stdout
+            .starts_with("shop/backend-0 -> shop/data-0 TCP/5432: allowed\n")
+    );
+    let denied = case(
+        e,
+        &["explain", "shop/frontend-0", "shop/data-0", "TCP/5432"],
+        1,
+        "explain-denied.txt",
+    );
     assert!(denied.stdout.contains("ingress of shop/data-0: denied"));
     case(
         e,
-        &["explain", "--output", "json", "shop/frontend-0", "shop/data-0", "TCP/5432"],
+        &[
+            "explain",
+            "--output",
+            "json",
+            "shop/frontend-0",
+            "shop/data-0",
+            "TCP/5432",
+        ],
         1,
         "explain-denied.json",
     );
     // A named port, resolved on the destination's container ports.
-    let named = case(e, &["explain", "shop/gateway-0", "shop/backend-0", "TCP/http"], 0, "explain-named-port.txt");
-    assert!(named.stdout.starts_with("shop/gateway-0 -> shop/backend-0 TCP/8080 (http): allowed"));
+    let named = case(
+        e,
+        &["explain", "shop/gateway-0", "shop/backend-0", "TCP/http"],
+        0,
+        "explain-named-port.txt",
+    );
+    assert!(
+        named
+            .stdout
+            .starts_with("shop/gateway-0 -> shop/backend-0 TCP/8080 (http): allowed")
+    );
     // An address outside the cluster, and every port of the destination when none is given.
-    case(e, &["explain", "203.0.113.9", "shop/gateway-0"], 0, "explain-external.txt");
-    case(e, &["explain", "shop/data-0", "198.51.100.7", "TCP/443"], 1, "explain-to-external.txt");
+    case(
+        e,
+        &["explain", "203.0.113.9", "shop/gateway-0"],
+        0,
+        "explain-external.txt",
+    );
+    case(
+        e,
+        &["explain", "shop/data-0", "198.51.100.7", "TCP/443"],
+        1,
+        "explain-to-external.txt",
+    );
     // DNS: the default-deny's egress rule, the DNS pod's side not isolated.
-    case(e, &["explain", "shop/data-0", "kube-system/coredns-0", "UDP/dns"], 0, "explain-dns.txt");
+    case(
+        e,
+        &["explain", "shop/data-0", "kube-system/coredns-0", "UDP/dns"],
+        0,
+        "explain-dns.txt",
+    );
 }
 
 #[test]
@@ -150,20 +195,42 @@ fn explain_json_is_the_engine_verdict_for_tools() {
     assert_eq!(v["egress"]["verdict"]["Allowed"]["policy"]["name"], "backend");
     assert_eq!(v["egress"]["verdict"]["Allowed"]["rule"], 1);
     assert_eq!(v["ingress"]["verdict"]["Allowed"]["policy"]["name"], "data");
-    assert_eq!(v["ingress"]["isolated_by"], serde_json::json!(["shop/data", "shop/default-deny-all"]));
+    assert_eq!(
+        v["ingress"]["isolated_by"],
+        serde_json::json!(["shop/data", "shop/default-deny-all"])
+    );
 }
 
 #[test]
 fn matrix_three_tier_by_pod_and_by_tier() {
     let e = &THREE_TIER;
-    let m = case(e, &["matrix", "-n", "shop", "--port", "TCP/8080", "--port", "TCP/5432"], 0, "matrix.txt");
+    let m = case(
+        e,
+        &["matrix", "-n", "shop", "--port", "TCP/8080", "--port", "TCP/5432"],
+        0,
+        "matrix.txt",
+    );
     // The case format: `-`, the destinations, then one row per source.
     let lines: Vec<Vec<&str>> = m.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(lines[0], ["TCP/8080"]);
-    assert_eq!(lines[1], ["-", "shop/backend-0", "shop/data-0", "shop/frontend-0", "shop/gateway-0"]);
+    assert_eq!(
+        lines[1],
+        [
+            "-",
+            "shop/backend-0",
+            "shop/data-0",
+            "shop/frontend-0",
+            "shop/gateway-0"
+        ]
+    );
     assert_eq!(lines[4], ["shop/frontend-0", ".", "X", ".", "X"]);
     case(e, &["matrix", "--by", "tier"], 0, "matrix-by-tier.txt");
-    let json = case(e, &["matrix", "-o", "json", "-n", "shop", "--port", "TCP/8080"], 0, "matrix.json");
+    let json = case(
+        e,
+        &["matrix", "-o", "json", "-n", "shop", "--port", "TCP/8080"],
+        0,
+        "matrix.json",
+    );
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     let pods = v[0]["pods"].as_array().unwrap();
     let at = |name: &str| pods.iter().position(|p| p == name).unwrap();
@@ -203,7 +270,11 @@ fn check_three_tier_is_the_webhook_check() {
     let html = plugin(&["check", "-o", "html", e.folder, e.pods]);
     assert_eq!(html.code, 0);
     assert!(html.stdout.starts_with("<!DOCTYPE html>"));
-    for needle in ["id=\"node-tier-backend\"", "class=\"edge template\"", "<table class=\"matrix\""] {
+    for needle in [
+        "id=\"node-tier-backend\"",
+        "class=\"edge template\"",
+        "<table class=\"matrix\"",
+    ] {
         assert!(html.stdout.contains(needle), "{needle}");
     }
 }
@@ -213,57 +284,135 @@ fn each_bad_example() {
     for e in &BAD {
         let check = case(e, &["check"], 1, "check.txt");
         let rule = &e.name[..2].to_uppercase();
-        assert!(check.stdout.contains(&format!("  {rule} ")), "{}: {}", e.name, check.stdout);
+        assert!(
+            check.stdout.contains(&format!("  {rule} ")),
+            "{}: {}",
+            e.name,
+            check.stdout
+        );
         case(e, &["graph", "-n", e.namespace], 0, "graph.dot");
-        case(e, &["matrix", "--by", "tier", "-n", e.namespace], 0, "matrix-by-tier.txt");
+        case(
+            e,
+            &["matrix", "--by", "tier", "-n", e.namespace],
+            0,
+            "matrix-by-tier.txt",
+        );
         let html = plugin(&["check", "-o", "html", e.folder, e.pods]);
         assert_eq!(html.code, 1);
         assert!(html.stdout.contains(&format!("data-rule=\"{rule}\"")), "{}", e.name);
     }
     let [r1, r2, r3, r4] = &BAD;
     // R1: the untiered pod is not isolated for ingress: anyone reaches it.
-    let run = case(r1, &["explain", "203.0.113.9", "shop-r1/tools-0", "TCP/9000"], 0, "explain.txt");
+    let run = case(
+        r1,
+        &["explain", "203.0.113.9", "shop-r1/tools-0", "TCP/9000"],
+        0,
+        "explain.txt",
+    );
     assert!(run.stdout.contains("not isolated"));
     let dot = plugin(&["graph", "-n", "shop-r1", r1.folder, r1.pods]).stdout;
     assert!(dot.contains("R1: no default-deny (Ingress)"), "{dot}");
     // R2: DNS over UDP works, over TCP it does not.
-    case(r2, &["explain", "shop-r2/backend-0", "kube-system/coredns-0", "UDP/53"], 0, "explain-udp.txt");
-    case(r2, &["explain", "shop-r2/backend-0", "kube-system/coredns-0", "TCP/53"], 1, "explain-tcp.txt");
+    case(
+        r2,
+        &["explain", "shop-r2/backend-0", "kube-system/coredns-0", "UDP/53"],
+        0,
+        "explain-udp.txt",
+    );
+    case(
+        r2,
+        &["explain", "shop-r2/backend-0", "kube-system/coredns-0", "TCP/53"],
+        1,
+        "explain-tcp.txt",
+    );
     let dot = plugin(&["graph", "-n", "shop-r2", r2.folder, r2.pods]).stdout;
     assert!(dot.contains("R2: no DNS (TCP/53)"), "{dot}");
     // R3: data lets frontend in; frontend's egress still stops it.
-    let run = case(r3, &["explain", "shop-r3/frontend-0", "shop-r3/data-0", "TCP/5432"], 1, "explain.txt");
-    assert!(run.stdout.contains("allowed by shop-r3/data-open ingress[0]"), "{}", run.stdout);
+    let run = case(
+        r3,
+        &["explain", "shop-r3/frontend-0", "shop-r3/data-0", "TCP/5432"],
+        1,
+        "explain.txt",
+    );
+    assert!(
+        run.stdout.contains("allowed by shop-r3/data-open ingress[0]"),
+        "{}",
+        run.stdout
+    );
     let dot = plugin(&["graph", "-n", "shop-r3", r3.folder, r3.pods]).stdout;
     assert!(
         dot.contains("\"tier-frontend\" -> \"tier-data\" [label=\"one side only\", color=red"),
         "{dot}"
     );
     // R4: the broken rule is dropped, as the enforcer drops it: nothing gets in.
-    let run = case(r4, &["explain", "10.0.5.5", "shop-r4/gateway-0", "TCP/443"], 1, "explain.txt");
-    assert!(run.stderr.contains("NetworkPolicy shop-r4/gateway: spec.ingress[0].from[0].ipBlock.except[0]"), "{}", run.stderr);
+    let run = case(
+        r4,
+        &["explain", "10.0.5.5", "shop-r4/gateway-0", "TCP/443"],
+        1,
+        "explain.txt",
+    );
+    assert!(
+        run.stderr
+            .contains("NetworkPolicy shop-r4/gateway: spec.ingress[0].from[0].ipBlock.except[0]"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn bad_input_exits_2_and_names_what_is_wrong() {
     let (folder, pods) = (THREE_TIER.folder, THREE_TIER.pods);
     for (args, needle) in [
-        (vec!["explain", "shop", "shop/data-0", "TCP/5432", folder, pods], "FROM \"shop\": expected namespace/pod or an IP address"),
-        (vec!["explain", "shop/nope", "shop/data-0", "TCP/5432", folder, pods], "FROM shop/nope: no such pod (pods of namespace shop: backend-0, data-0, frontend-0, gateway-0)"),
-        (vec!["explain", "shop/backend-0", "shop/data-0", "TCP/0", folder, pods], "port \"TCP/0\""),
-        (vec!["explain", "shop/backend-0", "shop/data-0", "TCP/http", folder, pods], "shop/data-0 has no container port named \"http\" for TCP"),
-        (vec!["explain", "shop/backend-0", "203.0.113.1", folder, pods], "no PROTO/PORT given and 203.0.113.1 has no container ports"),
-        (vec!["explain", "shop/backend-0", "shop/data-0", "TCP/5432"], "give manifest files or folders, or --cluster"),
-        (vec!["matrix", "-n", "nowhere", folder, pods], "-n nowhere: no pods in namespace nowhere"),
-        (vec!["matrix", "--port", "TCP/http", folder, pods], "matrix takes port numbers"),
-        (vec!["graph", "-n", "nowhere", folder, pods], "namespace nowhere has no Namespace, Pod or NetworkPolicy"),
+        (
+            vec!["explain", "shop", "shop/data-0", "TCP/5432", folder, pods],
+            "FROM \"shop\": expected namespace/pod or an IP address",
+        ),
+        (
+            vec!["explain", "shop/nope", "shop/data-0", "TCP/5432", folder, pods],
+            "FROM shop/nope: no such pod (pods of namespace shop: backend-0, data-0, frontend-0, gateway-0)",
+        ),
+        (
+            vec!["explain", "shop/backend-0", "shop/data-0", "TCP/0", folder, pods],
+            "port \"TCP/0\"",
+        ),
+        (
+            vec!["explain", "shop/backend-0", "shop/data-0", "TCP/http", folder, pods],
+            "shop/data-0 has no container port named \"http\" for TCP",
+        ),
+        (
+            vec!["explain", "shop/backend-0", "203.0.113.1", folder, pods],
+            "no PROTO/PORT given and 203.0.113.1 has no container ports",
+        ),
+        (
+            vec!["explain", "shop/backend-0", "shop/data-0", "TCP/5432"],
+            "give manifest files or folders, or --cluster",
+        ),
+        (
+            vec!["matrix", "-n", "nowhere", folder, pods],
+            "-n nowhere: no pods in namespace nowhere",
+        ),
+        (
+            vec!["matrix", "--port", "TCP/http", folder, pods],
+            "matrix takes port numbers",
+        ),
+        (
+            vec!["graph", "-n", "nowhere", folder, pods],
+            "namespace nowhere has no Namespace, Pod or NetworkPolicy",
+        ),
         (vec!["check", "no/such/folder"], "no/such/folder"),
-        (vec!["check", "--cluster", "--kubeconfig", "no/such/kubeconfig"], "kubeconfig: no/such/kubeconfig"),
+        (
+            vec!["check", "--cluster", "--kubeconfig", "no/such/kubeconfig"],
+            "kubeconfig: no/such/kubeconfig",
+        ),
         (vec!["graph", folder], "--namespace"),
     ] {
         let run = plugin(&args);
         assert_eq!(run.code, 2, "{args:?}: {}{}", run.stdout, run.stderr);
-        assert!(run.stderr.contains(needle), "{args:?}: stderr lacks {needle:?}:\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(needle),
+            "{args:?}: stderr lacks {needle:?}:\n{}",
+            run.stderr
+        );
     }
 }
 
@@ -279,7 +428,8 @@ fn a_bad_pod_manifest_names_file_object_and_field() {
     let run = plugin(&["matrix", THREE_TIER.folder, file.to_str().unwrap()]);
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr.contains("pods.yaml: Pod shop/p: spec.containers[0].ports[0].containerPort: 70000 is out of range"),
+        run.stderr
+            .contains("pods.yaml: Pod shop/p: spec.containers[0].ports[0].containerPort: 70000 is out of range"),
         "{}",
         run.stderr
     );

@@ -122,7 +122,12 @@ fn render(browser: &Path, page: &Path, name: &str) -> String {
     );
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("screenshot {}: {e}", shot.display()));
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is not a PNG", shot.display());
-    assert!(png.len() > 20_000, "{} is nearly empty ({} bytes)", shot.display(), png.len());
+    assert!(
+        png.len() > 20_000,
+        "{} is nearly empty ({} bytes)",
+        shot.display(),
+        png.len()
+    );
     println!("screenshot: {}", shot.display());
     dom
 }
@@ -176,7 +181,10 @@ fn html_reports_render_in_chromium() {
             "<table class=\"matrix\"",
         ],
     );
-    assert!(!dom.contains("class=\"edge violation"), "the good example has an R3 edge");
+    assert!(
+        !dom.contains("class=\"edge violation"),
+        "the good example has an R3 edge"
+    );
 
     let bad = report(
         "r3-data-open-to-frontend",

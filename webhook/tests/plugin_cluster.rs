@@ -157,23 +157,34 @@ async fn cluster_answers_match_the_files() {
     );
     let json = plugin(cluster(&["check", "-o", "json"]), vec![]).await;
     let v: Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!((v["ok"].as_bool(), v["networkPolicies"].as_u64()), (Some(true), Some(5)));
+    assert_eq!(
+        (v["ok"].as_bool(), v["networkPolicies"].as_u64()),
+        (Some(true), Some(5))
+    );
 
     // KUBECONFIG is honoured like --kubeconfig.
     let by_env = plugin(
-        words(&["explain", "--cluster", "--context", "fake", "shop/backend-0", "shop/data-0", "TCP/5432"]),
+        words(&[
+            "explain",
+            "--cluster",
+            "--context",
+            "fake",
+            "shop/backend-0",
+            "shop/data-0",
+            "TCP/5432",
+        ]),
         vec![("KUBECONFIG", config_arg.clone())],
     )
     .await;
     assert_eq!(by_env.code, 0, "{}", by_env.stderr);
     // Without --context, the current context: a closed port; exit 3, naming what failed.
-    let current = plugin(
-        words(&["check", "--cluster", "--kubeconfig", &config_arg]),
-        vec![],
-    )
-    .await;
+    let current = plugin(words(&["check", "--cluster", "--kubeconfig", &config_arg]), vec![]).await;
     assert_eq!(current.code, 3, "{}{}", current.stdout, current.stderr);
-    assert!(current.stderr.contains("listing namespaces from the cluster"), "{}", current.stderr);
+    assert!(
+        current.stderr.contains("listing namespaces from the cluster"),
+        "{}",
+        current.stderr
+    );
     // An unknown context is bad input.
     let unknown = plugin(
         words(&["check", "--cluster", "--kubeconfig", &config_arg, "--context", "nope"]),
@@ -194,10 +205,14 @@ async fn cluster_answers_match_the_files() {
         .collect();
     assert_eq!(
         paths,
-        ["/api/v1/namespaces", "/api/v1/pods", "/apis/networking.k8s.io/v1/networkpolicies"]
-            .into_iter()
-            .map(String::from)
-            .collect()
+        [
+            "/api/v1/namespaces",
+            "/api/v1/pods",
+            "/apis/networking.k8s.io/v1/networkpolicies"
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
     );
     api.shutdown().await;
 }

@@ -114,10 +114,18 @@ pub fn run(world: &mut World, report: &mut Report) -> anyhow::Result<()> {
         let violations = |run: &Run| -> anyhow::Result<serde_json::Value> {
             let v: serde_json::Value =
                 serde_json::from_str(&run.stdout).with_context(|| format!("check -o json: {}", run.stderr))?;
-            Ok(serde_json::json!([v["ok"], v["violations"], v["warnings"], v["networkPolicies"]]))
+            Ok(serde_json::json!([
+                v["ok"],
+                v["violations"],
+                v["warnings"],
+                v["networkPolicies"]
+            ]))
         };
         anyhow::ensure!(live.code == file.code, "check: exit {:?} vs {:?}", live.code, file.code);
-        anyhow::ensure!(violations(&live)? == violations(&file)?, "check --cluster and check on the file differ");
+        anyhow::ensure!(
+            violations(&live)? == violations(&file)?,
+            "check --cluster and check on the file differ"
+        );
         Ok(())
     });
     Ok(())
@@ -139,7 +147,12 @@ fn matrix_matches_the_kernel(world: &World, kubeconfig: &str) -> anyhow::Result<
         args.extend(["--port", port.as_str()]);
     }
     let run = plugin(world, &with_cluster(&args, kubeconfig))?;
-    anyhow::ensure!(run.code == Some(0), "matrix --cluster: exit {:?}: {}", run.code, run.stderr);
+    anyhow::ensure!(
+        run.code == Some(0),
+        "matrix --cluster: exit {:?}: {}",
+        run.code,
+        run.stderr
+    );
     let matrices: serde_json::Value = serde_json::from_str(&run.stdout).context("matrix -o json")?;
     let mut checked = 0;
     let mut wrong = Vec::new();
@@ -153,10 +166,12 @@ fn matrix_matches_the_kernel(world: &World, kubeconfig: &str) -> anyhow::Result<
             .and_then(|ms| ms.iter().find(|m| m["port"] == port.as_str()))
             .with_context(|| format!("no matrix for {port}"))?;
         let pods = m["pods"].as_array().context("pods")?;
-        let at = |key: &str| pods.iter().position(|p| p == key).with_context(|| format!("{key} not in the matrix"));
-        let cell = m["cells"][at(&probe.from)?][at(&probe.to)?]
-            .as_bool()
-            .context("cell")?;
+        let at = |key: &str| {
+            pods.iter()
+                .position(|p| p == key)
+                .with_context(|| format!("{key} not in the matrix"))
+        };
+        let cell = m["cells"][at(&probe.from)?][at(&probe.to)?].as_bool().context("cell")?;
         if cell != (*outcome == Outcome::Reachable) {
             wrong.push(format!(
                 "{} -> {} {port}: plugin says {}, the kernel {:?}",
@@ -165,7 +180,12 @@ fn matrix_matches_the_kernel(world: &World, kubeconfig: &str) -> anyhow::Result<
         }
         checked += 1;
     }
-    anyhow::ensure!(wrong.is_empty(), "{} of {checked} differ:\n{}", wrong.len(), wrong.join("\n"));
+    anyhow::ensure!(
+        wrong.is_empty(),
+        "{} of {checked} differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     println!("kubectl-tierguard matrix --cluster: {checked} probes match the kernel");
     Ok(())
 }

@@ -17,7 +17,11 @@ fn read_state(cli: &PluginCli) -> Result<State, PluginError> {
         if !paths.is_empty() {
             return Err(PluginError::Usage(format!(
                 "--cluster reads the cluster: drop the paths ({})",
-                paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         let runtime = tokio::runtime::Builder::new_current_thread()

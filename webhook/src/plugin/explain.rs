@@ -301,7 +301,10 @@ fn side_explanation(
                 (Some(i), Some(peers)) => format!(
                     "{}[{i}] ({})",
                     peers_key(direction),
-                    peers.get(*i).map(|peer| describe_peer(peer, &p.id.namespace)).unwrap_or_default()
+                    peers
+                        .get(*i)
+                        .map(|peer| describe_peer(peer, &p.id.namespace))
+                        .unwrap_or_default()
                 ),
                 _ => format!("{} (every peer)", peers_key(direction)),
             };
@@ -362,7 +365,9 @@ fn rule_miss(
 ) -> String {
     let peer_ok = match &rule.peers {
         None => true,
-        Some(peers) => peers.iter().any(|p| cluster.peer_matches(p, &policy.id.namespace, other)),
+        Some(peers) => peers
+            .iter()
+            .any(|p| cluster.peer_matches(p, &policy.id.namespace, other)),
     };
     let port_ok = rule.port_hit(protocol, port, named).is_some();
     let peers_text = || match &rule.peers {
@@ -463,10 +468,16 @@ fn describe_side(out: &mut String, side: &SideExplanation) {
             let _ = writeln!(out, "  not a pod of the cluster: no policy applies on this side");
         }
         SideVerdict::HostNetwork => {
-            let _ = writeln!(out, "  a host-network pod: its traffic is its node's, which no policy isolates");
+            let _ = writeln!(
+                out,
+                "  a host-network pod: its traffic is its node's, which no policy isolates"
+            );
         }
         SideVerdict::OwnNode => {
-            let _ = writeln!(out, "  the other end is a host-network pod on this pod's node: always allowed");
+            let _ = writeln!(
+                out,
+                "  the other end is a host-network pod on this pod's node: always allowed"
+            );
         }
         SideVerdict::NotIsolated => {
             let _ = writeln!(
@@ -520,7 +531,9 @@ mod tests {
         );
         assert_eq!(
             EndpointArg::parse("TO", "fd00::1"),
-            Ok(EndpointArg::Address("fd00::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))))
+            Ok(EndpointArg::Address(
+                "fd00::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+            ))
         );
         for bad in ["shop", "/web", "shop/", "a/b/c", "10.0.0.300"] {
             assert!(EndpointArg::parse("FROM", bad).is_err(), "{bad}");

@@ -219,7 +219,10 @@ pub fn build(cluster: &Cluster, template: &TierTemplate, namespace: &str, violat
     } else {
         for tier in template.tier_names() {
             let id = format!("tier-{tier}");
-            let of_tier = real.iter().copied().filter(|p| p.labels.get(tier_key).map(String::as_str) == Some(tier));
+            let of_tier = real
+                .iter()
+                .copied()
+                .filter(|p| p.labels.get(tier_key).map(String::as_str) == Some(tier));
             let labels = Labels::from([(tier_key.to_string(), tier.to_string())]);
             members.push(Member {
                 id: id.clone(),
@@ -240,7 +243,16 @@ pub fn build(cluster: &Cluster, template: &TierTemplate, namespace: &str, violat
             .map(|p| (*p).clone())
             .collect();
         let untiered_flagged = violations.iter().any(|v| {
-            matches!(&v.key, ViolationKey::DefaultDeny { group: Group::Untiered, .. } | ViolationKey::Dns { group: Group::Untiered, .. })
+            matches!(
+                &v.key,
+                ViolationKey::DefaultDeny {
+                    group: Group::Untiered,
+                    ..
+                } | ViolationKey::Dns {
+                    group: Group::Untiered,
+                    ..
+                }
+            )
         });
         if !untiered.is_empty() || untiered_flagged {
             let pods = if untiered.is_empty() {
@@ -314,7 +326,11 @@ pub fn build(cluster: &Cluster, template: &TierTemplate, namespace: &str, violat
     for other in others {
         let mut pods: Vec<PodInfo> = cluster
             .pods_in(&other)
-            .filter(|p| !p.host_network && !(other == dns.namespace && dns.pod_labels.iter().all(|(k, v)| p.labels.get(k) == Some(v))))
+            .filter(|p| {
+                // the DNS pods are the DNS node
+                let is_dns = other == dns.namespace && dns.pod_labels.iter().all(|(k, v)| p.labels.get(k) == Some(v));
+                !p.host_network && !is_dns
+            })
             .cloned()
             .collect();
         if pods.is_empty() && other == dns.namespace {
@@ -332,7 +348,12 @@ pub fn build(cluster: &Cluster, template: &TierTemplate, namespace: &str, violat
             pods,
             addresses: Vec::new(),
         });
-        nodes.push(node(id, NodeKind::Namespace(other.clone()), format!("namespace {other}"), peer_layer));
+        nodes.push(node(
+            id,
+            NodeKind::Namespace(other.clone()),
+            format!("namespace {other}"),
+            peer_layer,
+        ));
     }
 
     // Edges: every ordered pair with a group of this namespace on at least one end.
@@ -441,9 +462,7 @@ pub fn build(cluster: &Cluster, template: &TierTemplate, namespace: &str, violat
         }
     }
     // Peers no edge touches are left out, except the external world and DNS.
-    nodes.retain(|n| {
-        !matches!(n.kind, NodeKind::Namespace(_)) || edges.iter().any(|e| e.from == n.id || e.to == n.id)
-    });
+    nodes.retain(|n| !matches!(n.kind, NodeKind::Namespace(_)) || edges.iter().any(|e| e.from == n.id || e.to == n.id));
     nodes.sort_by_key(|n| n.layer);
     Graph {
         namespace: namespace.to_string(),
@@ -470,12 +489,20 @@ fn template_status(
     let peer = |id: &str| peer_tier_of.get(id).cloned().unwrap_or(PeerTier::Untiered);
     let mut ok = true;
     if from_is_group && let Some(tier) = tier_of(from) {
-        ok &= template.flows(&tier).is_some_and(|f| flow_permits(&f.egress_to, &peer(to)));
+        ok &= template
+            .flows(&tier)
+            .is_some_and(|f| flow_permits(&f.egress_to, &peer(to)));
     }
     if to_is_group && let Some(tier) = tier_of(to) {
-        ok &= template.flows(&tier).is_some_and(|f| flow_permits(&f.ingress_from, &peer(from)));
+        ok &= template
+            .flows(&tier)
+            .is_some_and(|f| flow_permits(&f.ingress_from, &peer(from)));
     }
-    if ok { EdgeStatus::Template } else { EdgeStatus::Violation }
+    if ok {
+        EdgeStatus::Template
+    } else {
+        EdgeStatus::Violation
+    }
 }
 
 /// Every port a policy names (numbers, range ends), the DNS ports, the
@@ -495,7 +522,11 @@ fn probe_ports(cluster: &Cluster, dns: &tierguard::template::DnsSpec) -> Vec<(Pr
         }
     }
     set.extend(dns.ports.iter().copied());
-    set.extend(cluster.pods().flat_map(|p| p.ports.iter().map(|c| (c.protocol, c.port))));
+    set.extend(
+        cluster
+            .pods()
+            .flat_map(|p| p.ports.iter().map(|c| (c.protocol, c.port))),
+    );
     set.insert(ANY_PORT_PROBE);
     set.into_iter().collect()
 }
@@ -627,7 +658,10 @@ pub fn layout(graph: &Graph) -> Layout {
             rows.insert(n.id.clone(), top + row as f64 * (NODE_H + ROW_GAP));
             columns.insert(n.id.clone(), column);
             // Rank in the same units across columns of different heights.
-            rank.insert(n.id.clone(), (top + row as f64 * (NODE_H + ROW_GAP)) / (NODE_H + ROW_GAP));
+            rank.insert(
+                n.id.clone(),
+                (top + row as f64 * (NODE_H + ROW_GAP)) / (NODE_H + ROW_GAP),
+            );
         }
     }
     // Lanes for the edges that skip a column: above when they start and end
@@ -635,9 +669,12 @@ pub fn layout(graph: &Graph) -> Layout {
     let mut above: Vec<(String, String)> = Vec::new();
     let mut below: Vec<(String, String)> = Vec::new();
     for e in &graph.edges {
-        let (Some(ca), Some(cb), Some(ya), Some(yb)) =
-            (columns.get(&e.from), columns.get(&e.to), rows.get(&e.from), rows.get(&e.to))
-        else {
+        let (Some(ca), Some(cb), Some(ya), Some(yb)) = (
+            columns.get(&e.from),
+            columns.get(&e.to),
+            rows.get(&e.from),
+            rows.get(&e.to),
+        ) else {
             continue;
         };
         if ca.abs_diff(*cb) < 2 {
@@ -697,7 +734,11 @@ fn dot_quote(s: &str) -> String {
 pub fn render_dot(graph: &Graph) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let _ = writeln!(out, "digraph {} {{", dot_quote(&format!("tierguard {}", graph.namespace)));
+    let _ = writeln!(
+        out,
+        "digraph {} {{",
+        dot_quote(&format!("tierguard {}", graph.namespace))
+    );
     let _ = writeln!(out, "  rankdir=LR;");
     let _ = writeln!(out, "  node [shape=box, style=rounded];");
     let mut by_layer: BTreeMap<usize, Vec<&Node>> = BTreeMap::new();

@@ -306,7 +306,12 @@ pub fn tier_tables(matrices: &[TierMatrix]) -> String {
         for (r, g) in m.groups.iter().enumerate() {
             let _ = write!(out, "<tr><th scope=\"row\">{}</th>", escape(g));
             for c in 0..m.groups.len() {
-                let share = m.cells.get(r).and_then(|row| row.get(c)).copied().unwrap_or(Share::NoPairs);
+                let share = m
+                    .cells
+                    .get(r)
+                    .and_then(|row| row.get(c))
+                    .copied()
+                    .unwrap_or(Share::NoPairs);
                 let class = match share {
                     Share::All => "all",
                     Share::Some => "some",
@@ -364,10 +369,7 @@ mod tests {
     fn escape_leaves_no_markup() {
         let hostile = r#"<script>alert("x")</script>&'"#;
         let escaped = escape(hostile);
-        assert_eq!(
-            escaped,
-            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;"
-        );
+        assert_eq!(escaped, "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;");
         assert!(!escaped.contains('<') && !escaped.contains('"'));
     }
 

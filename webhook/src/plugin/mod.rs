@@ -357,11 +357,7 @@ pub fn html_report(
                 .collect();
             body.push_str(&html::tier_tables(&tables));
         }
-        let _ = writeln!(
-            body,
-            "<h3>Violations ({})</h3>",
-            violations.len() + warnings.len()
-        );
+        let _ = writeln!(body, "<h3>Violations ({})</h3>", violations.len() + warnings.len());
         body.push_str(&html::violation_list(ns, violations, warnings));
         body.push_str("</section>\n");
     }
@@ -410,7 +406,8 @@ fn parse_ports(ports: &[String]) -> Result<Vec<(Protocol, u16)>, PluginError> {
                 port: PortSpec::Number(n),
             } => Ok((protocol, n)),
             PortArg {
-                port: PortSpec::Name(_), ..
+                port: PortSpec::Name(_),
+                ..
             } => Err(PluginError::Usage(format!(
                 "--port {p}: matrix takes port numbers (a name can mean a different port on each pod)"
             ))),
