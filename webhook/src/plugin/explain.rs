@@ -138,13 +138,22 @@ impl PortArg {
         let port = match port.parse::<u16>() {
             Ok(0) => return Err(bad()),
             Ok(n) => PortSpec::Number(n),
-            Err(_) if !port.is_empty() && port.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
-                PortSpec::Name(port.to_string())
-            }
+            Err(_) if is_port_name(port) => PortSpec::Name(port.to_string()),
             Err(_) => return Err(bad()),
         };
         Ok(PortArg { protocol, port })
     }
+}
+
+/// A container port name as Kubernetes allows it (IANA_SVC_NAME): 1-15
+/// lowercase letters, digits and inner single dashes, at least one letter.
+fn is_port_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().any(|c| c.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
 }
 
 /// Why one side decided as it did.
@@ -552,7 +561,7 @@ mod tests {
                 port: PortSpec::Name("dns".into())
             })
         );
-        for bad in ["8080", "TCP/0", "ICMP/1", "TCP/", "TCP/a b", "TCP/70000x"] {
+        for bad in ["8080", "TCP/0", "ICMP/1", "TCP/", "TCP/a b", "TCP/70000", "TCP/Http", "TCP/-dns"] {
             assert!(PortArg::parse(bad).is_err(), "{bad}");
         }
     }
