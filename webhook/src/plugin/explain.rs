@@ -1,14 +1,14 @@
 //! `explain FROM TO [PROTO/PORT]`: the engine's verdict on one connection,
-//! with both sides' reasons. The verdict is `Cluster::allowed` (what the
-//! enforcer programs); the lines on rules that did not match come from the
-//! same matching functions (`Cluster::peer_matches`, `Rule::port_hit`).
+//! with both sides' reasons, from `Cluster::explain` (the code behind
+//! `Cluster::allowed`, which the enforcer's rules are checked against): the
+//! rule that allowed each side, or what of each rule did not match.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use serde::Serialize;
 use tierguard::cluster::Cluster;
-use tierguard::engine::{Endpoint, SideVerdict};
+use tierguard::engine::{Endpoint, RuleCheck, SideReasons, SideVerdict};
 use tierguard::policy::{Direction, NamespaceScope, Peer, Policy, PolicyPort, PortHit, PortMatch, Protocol, Rule};
 
 /// Input `explain` cannot use.
@@ -149,7 +149,9 @@ impl PortArg {
 /// lowercase letters, digits and inner single dashes, at least one letter.
 fn is_port_name(name: &str) -> bool {
     (1..=15).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && name.chars().any(|c| c.is_ascii_lowercase())
         && !name.starts_with('-')
         && !name.ends_with('-')
@@ -242,7 +244,8 @@ pub fn ports_to_explain(
     }
 }
 
-/// Explains `protocol`/`port` from `from` to `to`.
+/// Explains `protocol`/`port` from `from` to `to`: the engine's
+/// [`Cluster::explain`], put into words.
 pub fn explain(
     cluster: &Cluster,
     from: &EndpointArg,
@@ -253,13 +256,12 @@ pub fn explain(
 ) -> Result<Explanation, ExplainError> {
     let source = from.resolve("FROM", cluster)?;
     let destination = to.resolve("TO", cluster)?;
-    let verdict = cluster.allowed(source, destination, protocol, port);
-    let side = |direction: Direction, verdict: SideVerdict| {
-        let (this, other) = match direction {
-            Direction::Egress => (source, destination),
-            Direction::Ingress => (destination, source),
-        };
-        side_explanation(cluster, direction, this, other, destination, protocol, port, verdict)
+    let why = cluster.explain(source, destination, protocol, port);
+    let context = Context {
+        cluster,
+        destination,
+        protocol,
+        port,
     };
     Ok(Explanation {
         from: source.to_string(),
@@ -267,148 +269,146 @@ pub fn explain(
         protocol,
         port,
         port_name,
-        allowed: verdict.allowed(),
-        egress: side(Direction::Egress, verdict.egress),
-        ingress: side(Direction::Ingress, verdict.ingress),
+        allowed: why.verdict.allowed(),
+        egress: context.side(Direction::Egress, source, destination, why.verdict.egress, &why.egress),
+        ingress: context.side(
+            Direction::Ingress,
+            destination,
+            source,
+            why.verdict.ingress,
+            &why.ingress,
+        ),
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn side_explanation(
-    cluster: &Cluster,
-    direction: Direction,
-    this: Endpoint<'_>,
-    other: Endpoint<'_>,
-    destination: Endpoint<'_>,
+struct Context<'c> {
+    cluster: &'c Cluster,
+    destination: Endpoint<'c>,
     protocol: Protocol,
     port: u16,
-    verdict: SideVerdict,
-) -> SideExplanation {
-    let pod = match this {
-        Endpoint::Pod(pod) => Some(pod),
-        Endpoint::Address(_) => None,
-    };
-    let isolating: Vec<&Policy> = match (&verdict, pod) {
-        (SideVerdict::Allowed { .. } | SideVerdict::Denied { .. }, Some(pod)) => {
-            cluster.isolating(pod, direction).collect()
-        }
-        _ => Vec::new(),
-    };
-    let named = |name: &str, proto: Protocol| match destination {
-        Endpoint::Pod(d) if !d.host_network => d.named_port(name, proto),
-        _ => None,
-    };
-    let allowed_by = match &verdict {
-        SideVerdict::Allowed {
-            policy,
-            rule,
-            peer,
-            port: hit,
-        } => cluster.policy(policy).map(|p| {
-            let rule_value = p.rules(direction).get(*rule);
-            let peer_text = match (peer, rule_value.and_then(|r| r.peers.as_ref())) {
-                (Some(i), Some(peers)) => format!(
-                    "{}[{i}] ({})",
-                    peers_key(direction),
-                    peers
-                        .get(*i)
-                        .map(|peer| describe_peer(peer, &p.id.namespace))
-                        .unwrap_or_default()
-                ),
-                _ => format!("{} (every peer)", peers_key(direction)),
-            };
-            let port_text = match (hit, rule_value) {
-                (PortHit::Entry(i), Some(r)) => format!(
-                    "ports[{i}] ({})",
-                    r.ports.get(*i).map(|pp| describe_port(pp, &named)).unwrap_or_default()
-                ),
-                _ => "ports (every port)".to_string(),
-            };
-            format!("{} {}[{rule}] {peer_text} {port_text}", p.id, section(direction))
-        }),
-        _ => None,
-    };
-    // Why each rule before the one that allowed it (all of them when denied) did not.
-    let mut misses = Vec::new();
-    if matches!(verdict, SideVerdict::Denied { .. }) {
-        for policy in &isolating {
-            let rules = policy.rules(direction);
-            if rules.is_empty() {
-                misses.push(format!(
-                    "{} has no {} rules: it allows nothing",
-                    policy.id,
-                    section(direction)
-                ));
-            }
-            for (i, rule) in rules.iter().enumerate() {
-                misses.push(format!(
-                    "{} {}[{i}]: {}",
-                    policy.id,
-                    section(direction),
-                    rule_miss(cluster, policy, rule, direction, other, protocol, port, &named)
-                ));
-            }
-        }
-    }
-    SideExplanation {
-        direction,
-        endpoint: this.to_string(),
-        allowed: verdict.is_allowed(),
-        isolated_by: isolating.iter().map(|p| p.id.to_string()).collect(),
-        verdict,
-        allowed_by,
-        misses,
-    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn rule_miss(
-    cluster: &Cluster,
-    policy: &Policy,
-    rule: &Rule,
-    direction: Direction,
-    other: Endpoint<'_>,
-    protocol: Protocol,
-    port: u16,
-    named: &dyn Fn(&str, Protocol) -> Option<u16>,
-) -> String {
-    let peer_ok = match &rule.peers {
-        None => true,
-        Some(peers) => peers
-            .iter()
-            .any(|p| cluster.peer_matches(p, &policy.id.namespace, other)),
-    };
-    let port_ok = rule.port_hit(protocol, port, named).is_some();
-    let peers_text = || match &rule.peers {
-        None => "every peer".to_string(),
-        Some(peers) => peers
-            .iter()
-            .map(|p| describe_peer(p, &policy.id.namespace))
-            .collect::<Vec<_>>()
-            .join("; "),
-    };
-    let ports_text = || {
-        rule.ports
-            .iter()
-            .map(|p| describe_port(p, named))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let who = match direction {
-        Direction::Egress => "to",
-        Direction::Ingress => "from",
-    };
-    match (peer_ok, port_ok) {
-        (false, false) => format!(
-            "{other} is not {who} {} and {protocol}/{port} is not in {}",
-            peers_text(),
-            ports_text()
-        ),
-        (false, true) => format!("{other} is not {who} {}", peers_text()),
-        (true, false) => format!("{protocol}/{port} is not in {}", ports_text()),
-        // The engine found no rule; a rule matching both is a disagreement
-        // the tests would catch.
-        (true, true) => "matches (the engine disagrees: please report)".to_string(),
+impl Context<'_> {
+    fn named(&self, name: &str, protocol: Protocol) -> Option<u16> {
+        match self.destination {
+            Endpoint::Pod(d) if !d.host_network => d.named_port(name, protocol),
+            _ => None,
+        }
+    }
+
+    fn side(
+        &self,
+        direction: Direction,
+        this: Endpoint<'_>,
+        other: Endpoint<'_>,
+        verdict: SideVerdict,
+        reasons: &SideReasons,
+    ) -> SideExplanation {
+        let named = |name: &str, proto: Protocol| self.named(name, proto);
+        let allowed_by = match &verdict {
+            SideVerdict::Allowed {
+                policy,
+                rule,
+                peer,
+                port: hit,
+            } => self.cluster.policy(policy).map(|p| {
+                let rule_value = p.rules(direction).get(*rule);
+                let peer_text = match (peer, rule_value.and_then(|r| r.peers.as_ref())) {
+                    (Some(i), Some(peers)) => format!(
+                        "{}[{i}] ({})",
+                        peers_key(direction),
+                        peers
+                            .get(*i)
+                            .map(|peer| describe_peer(peer, &p.id.namespace))
+                            .unwrap_or_default()
+                    ),
+                    _ => format!("{} (every peer)", peers_key(direction)),
+                };
+                let port_text = match (hit, rule_value) {
+                    (PortHit::Entry(i), Some(r)) => format!(
+                        "ports[{i}] ({})",
+                        r.ports.get(*i).map(|pp| describe_port(pp, &named)).unwrap_or_default()
+                    ),
+                    _ => "ports (every port)".to_string(),
+                };
+                format!("{} {}[{rule}] {peer_text} {port_text}", p.id, section(direction))
+            }),
+            _ => None,
+        };
+        // Why no rule allowed it: every rule the engine looked at, and the
+        // isolating policies without rules in this direction.
+        let mut misses = Vec::new();
+        if matches!(verdict, SideVerdict::Denied { .. }) {
+            for id in &reasons.isolated_by {
+                let Some(policy) = self.cluster.policy(id) else {
+                    continue;
+                };
+                if policy.rules(direction).is_empty() {
+                    misses.push(format!("{id} has no {} rules: it allows nothing", section(direction)));
+                }
+                for check in reasons.rules.iter().filter(|c| &c.policy == id) {
+                    if let Some(rule) = policy.rules(direction).get(check.rule) {
+                        misses.push(format!(
+                            "{id} {}[{}]: {}",
+                            section(direction),
+                            check.rule,
+                            self.miss(policy, rule, check, direction, other)
+                        ));
+                    }
+                }
+            }
+        }
+        SideExplanation {
+            direction,
+            endpoint: this.to_string(),
+            allowed: verdict.is_allowed(),
+            isolated_by: reasons.isolated_by.iter().map(ToString::to_string).collect(),
+            verdict,
+            allowed_by,
+            misses,
+        }
+    }
+
+    /// What of `rule` did not match, from the engine's check of it.
+    fn miss(
+        &self,
+        policy: &Policy,
+        rule: &Rule,
+        check: &RuleCheck,
+        direction: Direction,
+        other: Endpoint<'_>,
+    ) -> String {
+        let named = |name: &str, proto: Protocol| self.named(name, proto);
+        let peers_text = || match &rule.peers {
+            None => "every peer".to_string(),
+            Some(peers) => peers
+                .iter()
+                .map(|p| describe_peer(p, &policy.id.namespace))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        let ports_text = || {
+            rule.ports
+                .iter()
+                .map(|p| describe_port(p, &named))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let who = match direction {
+            Direction::Egress => "to",
+            Direction::Ingress => "from",
+        };
+        let (protocol, port) = (self.protocol, self.port);
+        match (check.peer.is_some(), check.port.is_some()) {
+            (false, false) => format!(
+                "{other} is not {who} {} and {protocol}/{port} is not in {}",
+                peers_text(),
+                ports_text()
+            ),
+            (false, true) => format!("{other} is not {who} {}", peers_text()),
+            (true, false) => format!("{protocol}/{port} is not in {}", ports_text()),
+            (true, true) => "matches".to_string(),
+        }
     }
 }
 
@@ -561,7 +561,16 @@ mod tests {
                 port: PortSpec::Name("dns".into())
             })
         );
-        for bad in ["8080", "TCP/0", "ICMP/1", "TCP/", "TCP/a b", "TCP/70000", "TCP/Http", "TCP/-dns"] {
+        for bad in [
+            "8080",
+            "TCP/0",
+            "ICMP/1",
+            "TCP/",
+            "TCP/a b",
+            "TCP/70000",
+            "TCP/Http",
+            "TCP/-dns",
+        ] {
             assert!(PortArg::parse(bad).is_err(), "{bad}");
         }
     }
