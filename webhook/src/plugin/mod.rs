@@ -34,7 +34,7 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 
 /// kubectl tierguard: explain, check and draw NetworkPolicies with tierguard's engine.
 #[derive(Debug, Parser)]
-#[command(name = "kubectl-tierguard", bin_name = "kubectl tierguard", version, about)]
+#[command(name = "kubectl-tierguard", bin_name = "kubectl tierguard", version)]
 pub struct PluginCli {
     /// log format (logs go to stderr)
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TIERGUARD_LOG_FORMAT")]
@@ -121,9 +121,9 @@ pub struct ExplainCmd {
     pub from: String,
     /// the destination: namespace/pod, or an IP address outside the cluster
     pub to: String,
-    /// [PROTO/PORT] then the manifest files or folders: TCP/8080, UDP/53 or a
-    /// named port of the destination (TCP/http); without it, every container
-    /// port of the destination
+    /// the port, TCP/8080, UDP/53 or a named port of the destination
+    /// (TCP/http; default: every container port of the destination), then
+    /// the manifest files or folders
     #[arg(value_name = "PROTO/PORT] [PATH")]
     pub rest: Vec<String>,
 }
