@@ -346,6 +346,8 @@ pub fn html_report(
         let g = graph::build(cluster, template, ns, violations);
         body.push_str(&html::svg(&g, &graph::layout(&g), false));
         body.push_str(html::legend());
+        let _ = writeln!(body, "<h3>Violations ({})</h3>", violations.len() + warnings.len());
+        body.push_str(&html::violation_list(ns, violations, warnings));
         body.push_str("<h3>Matrix by tier</h3>\n");
         let pods = matrix::pods(cluster, std::slice::from_ref(ns));
         if pods.is_empty() {
@@ -357,8 +359,6 @@ pub fn html_report(
                 .collect();
             body.push_str(&html::tier_tables(&tables));
         }
-        let _ = writeln!(body, "<h3>Violations ({})</h3>", violations.len() + warnings.len());
-        body.push_str(&html::violation_list(ns, violations, warnings));
         body.push_str("</section>\n");
     }
     html::page(title, &body)
