@@ -6,10 +6,13 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use super::graph::flow_permits;
 use serde::Serialize;
 use tierguard::cluster::Cluster;
 use tierguard::engine::{Endpoint, RuleCheck, SideReasons, SideVerdict};
+use tierguard::guardrails::PeerTier;
 use tierguard::policy::{Direction, NamespaceScope, Peer, Policy, PolicyPort, PortHit, PortMatch, Protocol, Rule};
+use tierguard::template::{FlowPeer, TierTemplate};
 
 /// Input `explain` cannot use.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -198,6 +201,95 @@ pub struct Explanation {
     pub egress: SideExplanation,
     /// the destination's ingress
     pub ingress: SideExplanation,
+    /// what the tier template says of this flow, when both ends have a tier
+    /// (or are outside the cluster)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateFlow>,
+}
+
+/// The template's word on a flow between two tiers.
+#[derive(Clone, Debug, Serialize)]
+pub struct TemplateFlow {
+    /// the source's tier (`external` for an address)
+    pub from: String,
+    /// the destination's tier
+    pub to: String,
+    /// whether the template allows it (the source's `egressTo` and the destination's `ingressFrom`)
+    pub allowed: bool,
+    /// the text
+    pub text: String,
+}
+
+/// The tier of an end: a pod's template tier (its own label, else its
+/// namespace's), `external` for an address; `None` for an untiered pod.
+fn tier_of(cluster: &Cluster, template: &TierTemplate, end: Endpoint<'_>) -> Option<PeerTier> {
+    match end {
+        Endpoint::Address(_) => Some(PeerTier::External),
+        Endpoint::Pod(pod) => {
+            let key = &template.tier_label;
+            pod.labels
+                .get(key)
+                .filter(|t| template.is_tier(t))
+                .cloned()
+                .or_else(|| {
+                    cluster
+                        .namespace_labels(&pod.namespace)
+                        .get(key)
+                        .filter(|t| template.is_tier(t))
+                        .cloned()
+                })
+                .map(PeerTier::Tier)
+        }
+    }
+}
+
+fn template_flow(
+    cluster: &Cluster,
+    template: &TierTemplate,
+    from: Endpoint<'_>,
+    to: Endpoint<'_>,
+) -> Option<TemplateFlow> {
+    let (a, b) = (tier_of(cluster, template, from)?, tier_of(cluster, template, to)?);
+    let name = |t: &PeerTier| match t {
+        PeerTier::Tier(t) => t.clone(),
+        PeerTier::External | PeerTier::Untiered => "external".to_string(),
+    };
+    let list = |l: &[FlowPeer]| {
+        if l.is_empty() {
+            "nothing".to_string()
+        } else {
+            l.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        }
+    };
+    let mut allowed = true;
+    let mut parts = Vec::new();
+    if let PeerTier::Tier(t) = &a
+        && let Some(flows) = template.flows(t)
+    {
+        allowed &= flow_permits(&flows.egress_to, &b);
+        parts.push(format!("{t} egress to: {}", list(&flows.egress_to)));
+    }
+    if let PeerTier::Tier(t) = &b
+        && let Some(flows) = template.flows(t)
+    {
+        allowed &= flow_permits(&flows.ingress_from, &a);
+        parts.push(format!("{t} ingress from: {}", list(&flows.ingress_from)));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let (from, to) = (name(&a), name(&b));
+    let verdict = if allowed {
+        "a template flow"
+    } else {
+        "not a template flow"
+    };
+    Some(TemplateFlow {
+        text: format!("{from} -> {to} is {verdict} ({})", parts.join("; ")),
+        from,
+        to,
+        allowed,
+    })
 }
 
 /// The ports to explain: the one given (a name resolved on the destination),
@@ -248,6 +340,7 @@ pub fn ports_to_explain(
 /// [`Cluster::explain`], put into words.
 pub fn explain(
     cluster: &Cluster,
+    template: &TierTemplate,
     from: &EndpointArg,
     to: &EndpointArg,
     protocol: Protocol,
@@ -278,6 +371,7 @@ pub fn explain(
             why.verdict.ingress,
             &why.ingress,
         ),
+        template: template_flow(cluster, template, source, destination),
     })
 }
 
@@ -522,6 +616,9 @@ pub fn render_text(e: &Explanation) -> String {
     let _ = writeln!(out, "{} -> {} {port}: {verdict}", e.from, e.to);
     describe_side(&mut out, &e.egress);
     describe_side(&mut out, &e.ingress);
+    if let Some(flow) = &e.template {
+        let _ = writeln!(out, "template: {}", flow.text);
+    }
     out
 }
 

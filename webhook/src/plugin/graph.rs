@@ -170,7 +170,8 @@ pub fn tier_layers(template: &TierTemplate) -> BTreeMap<String, usize> {
     layer
 }
 
-fn flow_permits(list: &[FlowPeer], peer: &PeerTier) -> bool {
+/// Whether a template flow list (`ingressFrom` / `egressTo`) lets `peer` in or out.
+pub fn flow_permits(list: &[FlowPeer], peer: &PeerTier) -> bool {
     list.iter().any(|f| match (f, peer) {
         (FlowPeer::Any, _) => true,
         (FlowPeer::External, PeerTier::External) => true,

@@ -366,6 +366,7 @@ pub fn html_report(
 
 /// `explain` over a state.
 pub fn run_explain(cmd: &ExplainCmd, state: &State) -> Result<Outcome, PluginError> {
+    let template = template(&cmd.source)?;
     let from = EndpointArg::parse("FROM", &cmd.from)?;
     let to = EndpointArg::parse("TO", &cmd.to)?;
     let (port, _) = split_explain_rest(&cmd.rest)?;
@@ -373,7 +374,9 @@ pub fn run_explain(cmd: &ExplainCmd, state: &State) -> Result<Outcome, PluginErr
     let ports = explain::ports_to_explain(&cluster, &to, port.as_ref())?;
     let mut explanations = Vec::new();
     for (protocol, number, name) in ports {
-        explanations.push(explain::explain(&cluster, &from, &to, protocol, number, name)?);
+        explanations.push(explain::explain(
+            &cluster, &template, &from, &to, protocol, number, name,
+        )?);
     }
     let allowed = explanations.iter().all(|e| e.allowed);
     let stdout = match cmd.output {
