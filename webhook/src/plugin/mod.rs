@@ -240,8 +240,8 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
-/// The state and template a command reads: files are read here, a cluster is
-/// read by the caller (it needs a runtime) and passed in.
+/// The state of manifest files; a cluster is read by the caller (it needs a
+/// runtime: [`State::from_cluster`]) and passed to [`PluginCommand::run`].
 pub fn read_files(paths: &[PathBuf]) -> Result<State, PluginError> {
     Ok(State::from_files(paths)?)
 }
