@@ -140,6 +140,42 @@ impl Verdict {
     }
 }
 
+/// How one rule of an isolating policy judged a connection.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RuleCheck {
+    /// the policy
+    pub policy: PolicyId,
+    /// index of the rule in `spec.ingress` / `spec.egress`
+    pub rule: usize,
+    /// the peer that matched: `Some(None)` when the rule has no peers (all),
+    /// `Some(Some(i))` for `from[i]` / `to[i]`, `None` when none matched
+    pub peer: Option<Option<usize>>,
+    /// what in `ports` matched; `None` when the port is not among them
+    pub port: Option<PortHit>,
+}
+
+/// Why one side judged as it did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SideReasons {
+    /// the policies isolating this side's pod in this direction (empty when
+    /// it is not a pod, or not isolated)
+    pub isolated_by: Vec<PolicyId>,
+    /// every rule looked at, in order: those before the one that allowed
+    /// it and that one, or all of them when none did
+    pub rules: Vec<RuleCheck>,
+}
+
+/// A verdict with the reasons of both sides ([`Cluster::explain`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Explanation {
+    /// the verdict, as [`Cluster::allowed`] gives it
+    pub verdict: Verdict,
+    /// the source's egress
+    pub egress: SideReasons,
+    /// the destination's ingress
+    pub ingress: SideReasons,
+}
+
 fn describe(side: &SideVerdict, direction: Direction, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let key = match direction {
         Direction::Ingress => ("ingress", "from"),
@@ -238,13 +274,18 @@ impl Cluster {
         }
     }
 
-    /// How `pod`'s side judges `connection` with `peer` in `direction`.
+    /// How `pod`'s side judges `connection` with `peer` in `direction`. With
+    /// `checks`, every rule looked at (those of the isolating policies up to
+    /// the one that allows it, all of them when none does) is recorded with
+    /// what in it matched; the verdict is the same either way, from the same
+    /// loop.
     fn side(
         &self,
         pod: &PodInfo,
         direction: Direction,
         peer: Endpoint<'_>,
         connection: &Connection<'_>,
+        mut checks: Option<&mut Vec<RuleCheck>>,
     ) -> SideVerdict {
         let Connection {
             protocol,
@@ -260,9 +301,11 @@ impl Cluster {
         for policy in self.isolating(pod, direction) {
             isolated_by.push(policy.id.clone());
             for (rule_index, rule) in policy.rules(direction).iter().enumerate() {
-                let Some(port_hit) = rule.port_hit(protocol, port, &named) else {
+                let port_hit = rule.port_hit(protocol, port, &named);
+                // Without a record to keep, a rule whose ports miss needs no peer match.
+                if port_hit.is_none() && checks.is_none() {
                     continue;
-                };
+                }
                 let peer_hit = match &rule.peers {
                     None => Some(None),
                     Some(peers) => peers
@@ -270,7 +313,15 @@ impl Cluster {
                         .position(|p| self.peer_matches_over(p, &policy.id.namespace, peer, family))
                         .map(Some),
                 };
-                if let Some(peer_index) = peer_hit {
+                if let Some(checks) = checks.as_deref_mut() {
+                    checks.push(RuleCheck {
+                        policy: policy.id.clone(),
+                        rule: rule_index,
+                        peer: peer_hit,
+                        port: port_hit,
+                    });
+                }
+                if let (Some(peer_index), Some(port_hit)) = (peer_hit, port_hit) {
                     return SideVerdict::Allowed {
                         policy: policy.id.clone(),
                         rule: rule_index,
@@ -330,6 +381,69 @@ impl Cluster {
         port: u16,
         family: Option<AddressFamily>,
     ) -> Verdict {
+        self.judge(from, to, protocol, port, family, None)
+    }
+
+    /// [`Cluster::allowed`] with every rule the verdict looked at on each
+    /// side, and the policies isolating each side's pod: why it is allowed
+    /// or denied, rule by rule. The verdict is [`Cluster::allowed`]'s, from
+    /// the same code.
+    ///
+    /// ```
+    /// use tierguard::cluster::{Cluster, NamespaceInfo, PodInfo};
+    /// use tierguard::engine::Endpoint;
+    /// use tierguard::policy::Protocol;
+    /// let mut cluster = Cluster::new();
+    /// cluster.upsert_namespace(NamespaceInfo::new("x", Default::default()));
+    /// let np = serde_json::from_value(serde_json::json!({
+    ///     "metadata": {"name": "p", "namespace": "x"},
+    ///     "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 443}]}]}})).unwrap();
+    /// cluster.apply_network_policy(&np).unwrap();
+    /// let pod = |name: &str, ip: &str| PodInfo {
+    ///     namespace: "x".into(), name: name.into(), labels: Default::default(),
+    ///     ips: vec![ip.parse().unwrap()], node: None, ports: vec![], host_network: false,
+    /// };
+    /// let (a, b) = (pod("a", "10.0.0.1"), pod("b", "10.0.0.2"));
+    /// let why = cluster.explain(Endpoint::Pod(&a), Endpoint::Pod(&b), Protocol::Tcp, 80);
+    /// assert!(!why.verdict.allowed());
+    /// assert_eq!(why.ingress.rules[0].peer, Some(None)); // every peer
+    /// assert_eq!(why.ingress.rules[0].port, None); // not port 80
+    /// ```
+    pub fn explain(&self, from: Endpoint<'_>, to: Endpoint<'_>, protocol: Protocol, port: u16) -> Explanation {
+        let mut egress = SideReasons::default();
+        let mut ingress = SideReasons::default();
+        let verdict = self.judge(
+            from,
+            to,
+            protocol,
+            port,
+            None,
+            Some((&mut egress.rules, &mut ingress.rules)),
+        );
+        for (side, end, direction) in [
+            (&mut egress, from, Direction::Egress),
+            (&mut ingress, to, Direction::Ingress),
+        ] {
+            if let Endpoint::Pod(pod) = end {
+                side.isolated_by = self.isolating(pod, direction).map(|p| p.id.clone()).collect();
+            }
+        }
+        Explanation {
+            verdict,
+            egress,
+            ingress,
+        }
+    }
+
+    fn judge(
+        &self,
+        from: Endpoint<'_>,
+        to: Endpoint<'_>,
+        protocol: Protocol,
+        port: u16,
+        family: Option<AddressFamily>,
+        checks: Option<(&mut Vec<RuleCheck>, &mut Vec<RuleCheck>)>,
+    ) -> Verdict {
         if let (Endpoint::Pod(a), Endpoint::Pod(b)) = (from, to)
             && a.namespace == b.namespace
             && a.name == b.name
@@ -351,16 +465,20 @@ impl Cluster {
             destination: to,
             family,
         };
+        let (egress_checks, ingress_checks) = match checks {
+            Some((e, i)) => (Some(e), Some(i)),
+            None => (None, None),
+        };
         let egress = match from {
             Endpoint::Pod(pod) if pod.host_network => SideVerdict::HostNetwork,
             Endpoint::Pod(_) if own_node => SideVerdict::OwnNode,
-            Endpoint::Pod(pod) => self.side(pod, Direction::Egress, to, &connection),
+            Endpoint::Pod(pod) => self.side(pod, Direction::Egress, to, &connection, egress_checks),
             Endpoint::Address(_) => SideVerdict::NotAPod,
         };
         let ingress = match to {
             Endpoint::Pod(pod) if pod.host_network => SideVerdict::HostNetwork,
             Endpoint::Pod(_) if own_node => SideVerdict::OwnNode,
-            Endpoint::Pod(pod) => self.side(pod, Direction::Ingress, from, &connection),
+            Endpoint::Pod(pod) => self.side(pod, Direction::Ingress, from, &connection, ingress_checks),
             Endpoint::Address(_) => SideVerdict::NotAPod,
         };
         Verdict { egress, ingress }

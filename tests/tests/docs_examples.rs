@@ -235,7 +235,13 @@ fn every_console_command_is_run_by_a_docs_console_test() {
             // webhook/tests/docs_console.rs, enforcer/tests/docs_console.rs
             // and tests/conformance/tests/docs_console.rs
             assert!(
-                ["tierguard-webhook", "tierguard-enforcer", "tierguard-conformance"].contains(&name.as_str()),
+                [
+                    "tierguard-webhook",
+                    "kubectl-tierguard",
+                    "tierguard-enforcer",
+                    "tierguard-conformance"
+                ]
+                .contains(&name.as_str()),
                 "{}: `{}` is run by no test",
                 block.place,
                 step.command

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tierguard::guardrails::{RuleId, StateAudit, Violation, ViolationKey};
 use tierguard::template::TierTemplate;
 
+use crate::state::Snapshot;
 use crate::state::files::{self, LoadError};
 
 /// What `check` found.
@@ -49,15 +50,20 @@ impl Report {
 /// Reads `paths` and runs every rule over the state they describe.
 pub fn check(template: &TierTemplate, paths: &[PathBuf]) -> Result<Report, LoadError> {
     let loaded = files::load(paths)?;
-    let snapshot = loaded.snapshot();
+    Ok(check_snapshot(template, loaded.files.clone(), &loaded.snapshot()))
+}
+
+/// Runs every rule over a state already read (from files, or from a
+/// cluster: `files` is then empty).
+pub fn check_snapshot(template: &TierTemplate, files: Vec<PathBuf>, snapshot: &Snapshot) -> Report {
     let StateAudit { violations, warnings } = snapshot.policy.audit_state(template);
-    Ok(Report {
-        files: loaded.files,
+    Report {
+        files,
         namespaces: snapshot.policy.namespaces.len(),
         policies: snapshot.policy.policies.len(),
         violations,
         warnings,
-    })
+    }
 }
 
 fn plural(n: usize, word: &str) -> String {

@@ -8,6 +8,7 @@
 //! - [`overlay`]: admitted changes not yet in that view, and per-namespace turns.
 //! - [`check`]: the same rules over manifest files, for CI.
 //! - [`audit`]: the background audit of the current state: metrics and policy reports.
+//! - [`plugin`]: the kubectl plugin `kubectl-tierguard` (check, explain, matrix, graph).
 
 pub mod admission;
 pub mod audit;
@@ -19,6 +20,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod overlay;
+pub mod plugin;
 pub mod readiness;
 pub mod selfsigned;
 pub mod serve;

@@ -534,3 +534,128 @@ fn over_one_family_ip_blocks_match_that_familys_address_only() {
     // Without a family, any of the pod's addresses counts.
     assert!(verdict(&c, "x/a", "y/a", Protocol::Tcp, 80).allowed());
 }
+
+fn explain(c: &Cluster, from: &str, to: &str, protocol: Protocol, port: u16) -> Explanation {
+    let pod = |k: &str| {
+        let (ns, name) = k.split_once('/').expect("ns/name");
+        c.pod(ns, name).expect("known pod")
+    };
+    c.explain(Endpoint::Pod(pod(from)), Endpoint::Pod(pod(to)), protocol, port)
+}
+
+/// y/a accepts x's pods on TCP 80 (rule 1, after a rule for pod b on UDP);
+/// x/a may send only UDP 53.
+fn explained_cluster() -> Cluster {
+    cluster(&[
+        np(
+            "y",
+            "in",
+            serde_json::json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}], "ports": [{"protocol": "UDP", "port": 53}]},
+                {"from": [{"podSelector": {"matchLabels": {"pod": "zz"}}}, {"namespaceSelector": {"matchLabels": {"ns": "x"}}}],
+                 "ports": [{"port": 8000}, {"port": "http"}]}
+            ]}),
+        ),
+        np(
+            "x",
+            "out",
+            serde_json::json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+                "egress": [{"ports": [{"protocol": "UDP", "port": 53}]}]}),
+        ),
+    ])
+}
+
+#[test]
+fn explain_records_each_rule_up_to_the_one_that_allowed() {
+    let c = explained_cluster();
+    let why = explain(&c, "x/b", "y/a", Protocol::Tcp, 80);
+    assert!(why.verdict.allowed());
+    assert_eq!(why.egress, SideReasons::default(), "x/b is not isolated for egress");
+    assert_eq!(why.ingress.isolated_by, vec![id("y", "in")]);
+    assert_eq!(
+        why.ingress.rules,
+        vec![
+            // pod b of y only, and UDP 53: neither matches
+            RuleCheck {
+                policy: id("y", "in"),
+                rule: 0,
+                peer: None,
+                port: None
+            },
+            // the second peer and the named port (http = 80 on y/a) match
+            RuleCheck {
+                policy: id("y", "in"),
+                rule: 1,
+                peer: Some(Some(1)),
+                port: Some(PortHit::Entry(1))
+            },
+        ]
+    );
+    assert_eq!(
+        why.verdict.ingress,
+        SideVerdict::Allowed {
+            policy: id("y", "in"),
+            rule: 1,
+            peer: Some(1),
+            port: PortHit::Entry(1)
+        }
+    );
+}
+
+#[test]
+fn explain_records_every_rule_when_denied_and_says_which_part_missed() {
+    let c = explained_cluster();
+    let why = explain(&c, "x/a", "y/a", Protocol::Tcp, 8000);
+    assert!(!why.verdict.allowed());
+    // egress: the rule has no peers (every peer), but not TCP 8000
+    assert_eq!(why.egress.isolated_by, vec![id("x", "out")]);
+    assert_eq!(
+        why.egress.rules,
+        vec![RuleCheck {
+            policy: id("x", "out"),
+            rule: 0,
+            peer: Some(None),
+            port: None
+        }]
+    );
+    // ingress allows it (rule 1, port entry 0): the egress alone denies it
+    assert!(why.verdict.ingress.is_allowed());
+    let why = explain(&c, "y/b", "y/a", Protocol::Tcp, 80);
+    assert_eq!(
+        why.ingress.rules.iter().map(|r| (r.peer, r.port)).collect::<Vec<_>>(),
+        vec![(Some(Some(0)), None), (None, Some(PortHit::Entry(1)))],
+        "rule 0: the peer but not the port; rule 1: the port but no peer"
+    );
+    assert_eq!(
+        why.verdict.ingress,
+        SideVerdict::Denied {
+            isolated_by: vec![id("y", "in")]
+        }
+    );
+}
+
+#[test]
+fn explain_gives_the_verdict_allowed_gives() {
+    let c = explained_cluster();
+    let pods: Vec<String> = c.pods().map(|p| p.key()).collect();
+    let mut checked = 0;
+    for from in &pods {
+        for to in &pods {
+            for (protocol, port) in [
+                (Protocol::Tcp, 80),
+                (Protocol::Tcp, 8000),
+                (Protocol::Udp, 53),
+                (Protocol::Tcp, 9),
+            ] {
+                let why = explain(&c, from, to, protocol, port);
+                assert_eq!(
+                    why.verdict,
+                    verdict(&c, from, to, protocol, port),
+                    "{from} -> {to} {protocol}/{port}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 64);
+}

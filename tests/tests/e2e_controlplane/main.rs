@@ -20,6 +20,7 @@ mod admission;
 mod audit;
 mod cluster;
 mod enforcement;
+mod plugin;
 mod report;
 mod setup;
 
@@ -54,6 +55,7 @@ fn run(env: &setup::Environment, report: &mut Report) -> anyhow::Result<()> {
     let result = (|| -> anyhow::Result<()> {
         admission::run(&mut world, report)?;
         enforcement::run(&mut world, report)?;
+        plugin::run(&mut world, report)?;
         admission::rotation(&mut world, report)?;
         audit::run(&mut world, report)?;
         Ok(())

@@ -82,7 +82,7 @@ impl Environment {
                 .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
                 .ok_or_else(|| Missing("cannot find the target folder".into()))?,
         };
-        for bin in ["tierguard-webhook", "tierguard-enforcer"] {
+        for bin in ["tierguard-webhook", "tierguard-enforcer", "kubectl-tierguard"] {
             if !tierguard_bin.join(bin).is_file() {
                 return Err(Missing(format!(
                     "{} is not built (cargo build -p tierguard-webhook -p tierguard-enforcer, or set TIERGUARD_E2E_BIN_DIR)",
@@ -120,7 +120,7 @@ impl Environment {
         } else {
             println!("cert-manager: not built (CRDs applied; serving certificate from certs/gen-dev-certs.sh)");
         }
-        for bin in ["tierguard-webhook", "tierguard-enforcer"] {
+        for bin in ["tierguard-webhook", "tierguard-enforcer", "kubectl-tierguard"] {
             let out = Command::new(self.tierguard_bin.join(bin)).arg("--version").output();
             let version = out.map_or_else(
                 |e| e.to_string(),
