@@ -387,6 +387,13 @@ impl IncrementalCompiler {
                 state.insert(pod, family);
             }
         }
+        for (key, now) in local_changed {
+            if now.is_some() {
+                self.local.insert(key);
+            } else {
+                self.local.remove(&key);
+            }
+        }
     }
 
     /// Drops the chains no local pod needs and, once most targets are unused, the
@@ -425,7 +432,17 @@ impl IncrementalCompiler {
     /// where not kept), as a rule set.
     fn assemble(&mut self, cluster: &Cluster, node: &NodeView, stats: &mut UpdateStats) -> RuleSet {
         let family = self.family;
-        let local: Vec<&PodInfo> = local_pods(cluster, node, family).collect();
+        // Kept up to date pod by pod in `catch_up`; a scan of the cluster when starting over.
+        if stats.from_scratch {
+            self.local = local_pods(cluster, node, family)
+                .map(|p| (p.namespace.clone(), p.name.clone()))
+                .collect();
+        }
+        let local: Vec<&PodInfo> = self
+            .local
+            .iter()
+            .filter_map(|(namespace, name)| cluster.pod(namespace, name))
+            .collect();
         let mut needed: BTreeSet<(PolicyId, Direction)> = BTreeSet::new();
         let local_pods = isolation(cluster, node, family, &local, |policy, direction| {
             let key = (policy.id.clone(), direction);
@@ -438,7 +455,6 @@ impl IncrementalCompiler {
             has_matches
         });
         self.collect_garbage(&needed);
-        self.local = local.iter().map(|p| (p.namespace.clone(), p.name.clone())).collect();
         let mut policies: BTreeMap<String, PolicyChain> = BTreeMap::new();
         let mut sets: BTreeMap<String, IpSet> = BTreeMap::new();
         for key in &needed {

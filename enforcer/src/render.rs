@@ -146,9 +146,10 @@ fn render_set(set: &IpSet) -> RenderedSet {
     }
 }
 
-/// The sets rendered by the last [`render_with`], by name, with the compiled
-/// members they were rendered from: a set whose members are the very same
-/// (shared, unchanged since) is not spelled again.
+/// What the last [`render_with`] spelled: the sets by name, with the compiled
+/// members they were rendered from (a set whose members are the very same,
+/// shared and unchanged since, is not spelled again), and the policy chains
+/// (an equal chain is not spelled again).
 ///
 /// It holds the members weakly: the compile may then change a peer's members
 /// in place (no copy of a large set for one pod), which cuts them loose from
@@ -156,6 +157,8 @@ fn render_set(set: &IpSet) -> RenderedSet {
 #[derive(Debug, Default)]
 pub struct RenderCache {
     sets: HashMap<String, (Weak<BTreeSet<SetEntry>>, RenderedSet)>,
+    /// policy chains as rendered last time, by name (an equal chain is not spelled again)
+    chains: HashMap<String, (PolicyChain, RenderOptions, Vec<String>)>,
 }
 
 impl RenderCache {
@@ -387,9 +390,19 @@ pub fn render_with(rules: &RuleSet, options: &RenderOptions, cache: &mut RenderC
         }
     }
     for (name, chain) in &rules.policies {
-        let lines = chain.matches.iter().map(|m| match_rule(chain, m, options)).collect();
+        let lines = match cache.chains.get(name) {
+            Some((cached, with, lines)) if cached == chain && with == options => lines.clone(),
+            _ => {
+                let lines: Vec<String> = chain.matches.iter().map(|m| match_rule(chain, m, options)).collect();
+                cache
+                    .chains
+                    .insert(name.clone(), (chain.clone(), *options, lines.clone()));
+                lines
+            }
+        };
         out.chains.insert(name.clone(), lines);
     }
+    cache.chains.retain(|name, _| rules.policies.contains_key(name));
     out
 }
 

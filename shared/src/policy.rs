@@ -501,7 +501,7 @@ fn ip_block(block: &IPBlock, field: &dyn Display, errors: &mut Vec<FieldError>) 
 }
 
 /// Whether `name` is a valid IANA service name, the syntax of a named port.
-fn is_port_name(name: &str) -> bool {
+pub fn is_port_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 15
         && name

@@ -332,6 +332,18 @@ impl TierTemplate {
         self.tiers.iter().any(|(n, _)| n == name)
     }
 
+    /// The tier of a pod: its own tier label when that names a tier, else its
+    /// namespace's; `None` when neither does.
+    pub fn pod_tier<'l>(&self, pod_labels: &'l Labels, namespace_labels: &'l Labels) -> Option<&'l str> {
+        let named = |labels: &'l Labels| {
+            labels
+                .get(&self.tier_label)
+                .map(String::as_str)
+                .filter(|t| self.is_tier(t))
+        };
+        named(pod_labels).or_else(|| named(namespace_labels))
+    }
+
     /// The flows of a tier.
     pub fn flows(&self, tier: &str) -> Option<&TierFlows> {
         self.tiers.iter().find(|(n, _)| n == tier).map(|(_, f)| f)

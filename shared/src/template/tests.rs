@@ -120,3 +120,14 @@ fn globs() {
         assert_eq!(glob_matches(p, t), want, "{p} ~ {t}");
     }
 }
+
+#[test]
+fn a_pod_tier_is_its_own_label_else_its_namespace_label() {
+    let t = TierTemplate::built_in();
+    let labels = |tier: &str| Labels::from([("tier".to_string(), tier.to_string())]);
+    assert_eq!(t.pod_tier(&labels("data"), &labels("backend")), Some("data"));
+    // not a tier of the template: the namespace's label decides
+    assert_eq!(t.pod_tier(&labels("mainframe"), &labels("backend")), Some("backend"));
+    assert_eq!(t.pod_tier(&Labels::new(), &labels("frontend")), Some("frontend"));
+    assert_eq!(t.pod_tier(&Labels::new(), &labels("mainframe")), None);
+}

@@ -141,24 +141,11 @@ impl PortArg {
         let port = match port.parse::<u16>() {
             Ok(0) => return Err(bad()),
             Ok(n) => PortSpec::Number(n),
-            Err(_) if is_port_name(port) => PortSpec::Name(port.to_string()),
+            Err(_) if tierguard::policy::is_port_name(port) => PortSpec::Name(port.to_string()),
             Err(_) => return Err(bad()),
         };
         Ok(PortArg { protocol, port })
     }
-}
-
-/// A container port name as Kubernetes allows it (IANA_SVC_NAME): 1-15
-/// lowercase letters, digits and inner single dashes, at least one letter.
-fn is_port_name(name: &str) -> bool {
-    (1..=15).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && name.chars().any(|c| c.is_ascii_lowercase())
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && !name.contains("--")
 }
 
 /// Why one side decided as it did.
@@ -225,21 +212,9 @@ pub struct TemplateFlow {
 fn tier_of(cluster: &Cluster, template: &TierTemplate, end: Endpoint<'_>) -> Option<PeerTier> {
     match end {
         Endpoint::Address(_) => Some(PeerTier::External),
-        Endpoint::Pod(pod) => {
-            let key = &template.tier_label;
-            pod.labels
-                .get(key)
-                .filter(|t| template.is_tier(t))
-                .cloned()
-                .or_else(|| {
-                    cluster
-                        .namespace_labels(&pod.namespace)
-                        .get(key)
-                        .filter(|t| template.is_tier(t))
-                        .cloned()
-                })
-                .map(PeerTier::Tier)
-        }
+        Endpoint::Pod(pod) => template
+            .pod_tier(&pod.labels, &cluster.namespace_labels(&pod.namespace))
+            .map(|tier| PeerTier::Tier(tier.to_string())),
     }
 }
 

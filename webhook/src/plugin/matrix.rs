@@ -102,20 +102,9 @@ pub fn pod_matrix(cluster: &Cluster, pods: &[&PodInfo], protocol: Protocol, port
 
 /// The group of a pod: its template tier, else its namespace's, else `untiered`.
 pub fn group_of(cluster: &Cluster, template: &TierTemplate, pod: &PodInfo) -> String {
-    let key = &template.tier_label;
-    let tier = pod
-        .labels
-        .get(key)
-        .filter(|t| template.is_tier(t))
-        .cloned()
-        .or_else(|| {
-            cluster
-                .namespace_labels(&pod.namespace)
-                .get(key)
-                .filter(|t| template.is_tier(t))
-                .cloned()
-        });
-    format!("{}/{}", pod.namespace, tier.as_deref().unwrap_or("untiered"))
+    let namespace_labels = cluster.namespace_labels(&pod.namespace);
+    let tier = template.pod_tier(&pod.labels, &namespace_labels);
+    format!("{}/{}", pod.namespace, tier.unwrap_or("untiered"))
 }
 
 /// The groups of `pods`, in the template's tier order within each namespace.
