@@ -510,7 +510,10 @@ pub fn compile_family(cluster: &Cluster, node: &NodeView, family: Family) -> Rul
             let compiled = compiler.policy_chain(policy, direction);
             policies.insert(name.clone(), compiled);
         }
-        policies.get(&name).is_some_and(|c| !c.matches.is_empty())
+        policies
+            .get(&name)
+            .is_some_and(|c| !c.matches.is_empty())
+            .then_some(name)
     });
     // Policies whose chain has no match are not rendered (the pod chains drop directly),
     // and sets no match refers to are not built.
@@ -535,15 +538,15 @@ pub(crate) fn local_pods<'a>(
     cluster.pods().filter(move |p| is_local_in(p, node, family))
 }
 
-/// The local pods with their isolation in both directions. `chain_has_matches`
-/// compiles (or finds) a policy's chain and says whether it has a match: a
-/// chain without one is left out of the pod's list (the pod chain drops).
+/// The local pods with their isolation in both directions. `chain_with_matches`
+/// compiles (or finds) a policy's chain and gives its name if it has a match:
+/// a chain without one is left out of the pod's list (the pod chain drops).
 pub(crate) fn isolation<'a>(
     cluster: &'a Cluster,
     node: &NodeView,
     family: Family,
     local: &[&'a PodInfo],
-    mut chain_has_matches: impl FnMut(&'a Policy, Direction) -> bool,
+    mut chain_with_matches: impl FnMut(&'a Policy, Direction) -> Option<String>,
 ) -> Vec<LocalPod> {
     let mut out = Vec::with_capacity(local.len());
     for pod in local.iter().copied() {
@@ -554,8 +557,7 @@ pub(crate) fn isolation<'a>(
             }
             let chains = isolating
                 .iter()
-                .filter(|policy| chain_has_matches(policy, direction))
-                .map(|policy| naming::policy_chain_name(&policy.id, direction))
+                .filter_map(|policy| chain_with_matches(policy, direction))
                 .collect();
             Isolation::Isolated {
                 chain: naming::pod_chain_name(&pod.namespace, &pod.name, direction),

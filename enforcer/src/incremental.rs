@@ -450,9 +450,13 @@ impl IncrementalCompiler {
                 let cached = self.compile_chain(cluster, &local, policy, direction, stats);
                 self.chains.insert(key.clone(), cached);
             }
-            let has_matches = self.chains.get(&key).is_some_and(|c| !c.chain.matches.is_empty());
+            let name = self
+                .chains
+                .get(&key)
+                .filter(|c| !c.chain.matches.is_empty())
+                .map(|c| c.chain.chain.clone());
             needed.insert(key);
-            has_matches
+            name
         });
         self.collect_garbage(&needed);
         let mut policies: BTreeMap<String, PolicyChain> = BTreeMap::new();
