@@ -9,7 +9,8 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use tierguard::cluster::ContainerPort;
 use tierguard::policy::{IpBlock, NamespaceScope, Peer, PolicyPort, PortMatch, Protocol, Rule};
 use tierguard::{Cluster, NamespaceInfo, PodInfo, Policy, PolicyId, Selector};
@@ -182,12 +183,18 @@ fn node() -> NodeView {
     }
 }
 
-fn compile_render(c: &mut Criterion) {
-    let mut group = c.benchmark_group("compile_render");
+/// A group of few, long samples (one compile at 50,000 pods takes ~100 ms).
+fn group<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
+    group
+}
+
+fn compile_render(c: &mut Criterion) {
+    let mut group = group(c, "compile_render");
     for (pods, policies) in SIZES {
         let cluster = cluster(pods, policies);
         let rules = compile(&cluster, &node());
@@ -212,11 +219,7 @@ fn compile_render(c: &mut Criterion) {
 /// A sync after one policy change, the policy flipping between two versions
 /// on one live cluster (so the sync compiles what changed, as in the agent).
 fn incremental(c: &mut Criterion) {
-    let mut group = c.benchmark_group("incremental_sync");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5));
+    let mut group = group(c, "incremental_sync");
     for (pods, policies) in SIZES {
         let mut live = cluster(pods, policies);
         // One policy that selects node-0's pods changes a port.
@@ -258,11 +261,7 @@ fn incremental(c: &mut Criterion) {
 /// Compile + render of what changed after one pod's labels change (flipping
 /// between two tiers), on one live cluster, against the from-scratch compile.
 fn pod_event(c: &mut Criterion) {
-    let mut group = c.benchmark_group("pod_relabelled");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5));
+    let mut group = group(c, "pod_relabelled");
     for (pods, policies) in SIZES {
         let mut live = cluster(pods, policies);
         let Some(pod) = live.pod("ns-0", "pod-0").cloned() else {

@@ -356,7 +356,7 @@ impl Cluster {
     /// assert_eq!(verdict.to_string(), "allowed: egress allowed: not isolated; ingress allowed: not isolated");
     /// ```
     pub fn allowed(&self, from: Endpoint<'_>, to: Endpoint<'_>, protocol: Protocol, port: u16) -> Verdict {
-        self.allowed_in(from, to, protocol, port, None)
+        self.judge(from, to, protocol, port, None, None)
     }
 
     /// [`Cluster::allowed`] for a connection over one address family: ipBlocks
@@ -370,18 +370,7 @@ impl Cluster {
         port: u16,
         family: AddressFamily,
     ) -> Verdict {
-        self.allowed_in(from, to, protocol, port, Some(family))
-    }
-
-    fn allowed_in(
-        &self,
-        from: Endpoint<'_>,
-        to: Endpoint<'_>,
-        protocol: Protocol,
-        port: u16,
-        family: Option<AddressFamily>,
-    ) -> Verdict {
-        self.judge(from, to, protocol, port, family, None)
+        self.judge(from, to, protocol, port, Some(family), None)
     }
 
     /// [`Cluster::allowed`] with every rule the verdict looked at on each

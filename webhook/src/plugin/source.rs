@@ -139,28 +139,9 @@ impl State {
     /// Lists Namespaces, Pods and NetworkPolicies from the cluster `access` names.
     pub async fn from_cluster(access: &ClusterAccess) -> Result<State, SourceError> {
         let client = client(access).await?;
-        let params = ListParams::default();
-        let namespaces = Api::<Namespace>::all(client.clone())
-            .list(&params)
-            .await
-            .map_err(|source| SourceError::Api {
-                what: "namespaces",
-                source,
-            })?
-            .items;
-        let policies = Api::<NetworkPolicy>::all(client.clone())
-            .list(&params)
-            .await
-            .map_err(|source| SourceError::Api {
-                what: "networkpolicies",
-                source,
-            })?
-            .items;
-        let raw_pods = Api::<Pod>::all(client)
-            .list(&params)
-            .await
-            .map_err(|source| SourceError::Api { what: "pods", source })?
-            .items;
+        let namespaces = list_all::<Namespace>(&client, "namespaces").await?;
+        let policies = list_all::<NetworkPolicy>(&client, "networkpolicies").await?;
+        let raw_pods = list_all::<Pod>(&client, "pods").await?;
         let mut pods = Vec::new();
         let mut warnings = Vec::new();
         for pod in raw_pods.iter().filter(|p| !finished(p)) {
@@ -216,6 +197,18 @@ impl State {
         }
         (cluster, warnings)
     }
+}
+
+/// Every object of kind `K` in the cluster (all namespaces); an error names `what` it listed.
+async fn list_all<K>(client: &Client, what: &'static str) -> Result<Vec<K>, SourceError>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Api::<K>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|list| list.items)
+        .map_err(|source| SourceError::Api { what, source })
 }
 
 fn kubeconfig_error(e: impl std::fmt::Display) -> SourceError {
