@@ -205,10 +205,8 @@ struct CachedChain {
     sets: BTreeMap<String, IpSet>,
     /// the targets it read (indices into `IncrementalCompiler::targets`)
     targets: Vec<usize>,
-    /// whether it read the local pods (ingress named ports)
-    reads_local: bool,
-    /// the local pods it selected then (when it reads them)
-    local_selected: BTreeSet<PodKey>,
+    /// when it read the local pods (ingress named ports): those its policy selected then
+    local_selected: Option<BTreeSet<PodKey>>,
 }
 
 /// What the last update did (for logs, metrics and benchmarks).
@@ -364,11 +362,12 @@ impl IncrementalCompiler {
             .chain(moves.iter().map(|(i, _, _)| *i))
             .collect();
         let reads_changed_local = |id: &PolicyId, cached: &CachedChain| {
-            cached.reads_local
-                && local_changed.iter().any(|(key, now)| {
-                    cached.local_selected.contains(key)
+            cached.local_selected.as_ref().is_some_and(|selected| {
+                local_changed.iter().any(|(key, now)| {
+                    selected.contains(key)
                         || now.is_some_and(|pod| cluster.policy(id).is_some_and(|p| cluster.selects(p, pod)))
                 })
+            })
         };
         self.chains.retain(|(policy, _), cached| {
             !policies.contains(policy)
@@ -521,20 +520,17 @@ impl IncrementalCompiler {
                     .iter()
                     .any(|port| matches!(port.port, tierguard::policy::PortMatch::Named(_)))
             });
-        let local_selected = if reads_local {
+        let local_selected = reads_local.then(|| {
             local
                 .iter()
                 .filter(|pod| cluster.selects(policy, pod))
                 .map(|pod| (pod.namespace.clone(), pod.name.clone()))
                 .collect()
-        } else {
-            BTreeSet::new()
-        };
+        });
         CachedChain {
             chain,
             sets,
             targets,
-            reads_local,
             local_selected,
         }
     }
