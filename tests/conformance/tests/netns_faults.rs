@@ -19,7 +19,8 @@ use netns_support::faults::*;
 use netns_support::netns_available;
 use tierguard::Cluster;
 use tierguard::policy::{Direction, PolicyId};
-use tierguard_conformance::conformance::dataplane::{DataPlane, Probe};
+use tierguard_conformance::conformance::dataplane::{DataPlane, Outcome, Probe};
+use tierguard_conformance::netns::topology::in_netns;
 use tierguard_conformance::netns::{NetnsDataPlane, NetnsExecutor};
 use tierguard_enforcer::apply::XtablesWait;
 use tierguard_enforcer::daemon::metrics::Metrics;
@@ -534,5 +535,60 @@ fn sets_changed_in_place_or_switched_with_their_rules_never_mix_old_and_new() {
         let seen = running.finish();
         assert_no_neither(name, &seen, &probes, &verdicts);
     }
+    plane.finish().unwrap();
+}
+
+/// The at-rest check itself: a UDP flow OLD allowed stays in conntrack after
+/// NEW denies it (existing connections are kept), and a probe from its source
+/// port is answered through that entry. `in_force` must see the rules, not
+/// such entries. The client's ephemeral ports are narrowed to twenty, all of
+/// them left in conntrack by OLD's flows, so a probe from an ephemeral port
+/// meets a kept entry every time (as it did now and then in CI, with the
+/// full ephemeral range and probes running in the background).
+#[test]
+fn at_rest_probes_are_not_answered_by_connections_conntrack_kept() {
+    if !netns_available("netns_faults") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = old_and_new(dir.path(), 0);
+    let probes = probes_between(&PROBED);
+    let verdicts = verdicts(&old, &new, &probes);
+    let (mut plane, node) = started_plane(&old, &probes);
+    let prober = plane.prober().unwrap();
+    let exec = NetnsExecutor::new(&node);
+    let mut syncer = Syncer::new(identity(), &exec, sync_options(Backend::Nft));
+    syncer.sync(&old).unwrap();
+
+    let client = plane.topology().unwrap().pod("x/a").unwrap().netns.clone();
+    let (low, high) = (40_000_u16, 40_019_u16);
+    in_netns(&client, move || {
+        std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", format!("{low} {high}")).map_err(Into::into)
+    })
+    .unwrap();
+    let kept = Probe {
+        from: "x/a".into(),
+        to: "y/b".into(),
+        protocol: tierguard::policy::Protocol::Udp,
+        port: 80,
+    };
+    let each_port = vec![kept.clone(); usize::from(high - low) + 1];
+    let outcomes = prober.run_from_ports(&each_port, low).unwrap();
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Reachable),
+        "OLD allows {kept:?}: {outcomes:?}"
+    );
+
+    syncer.sync(&new).unwrap();
+    // The hazard is real: from an ephemeral (hence kept) port, NEW's rules are bypassed.
+    let i = probes.iter().position(|p| *p == kept).unwrap();
+    assert!(!verdicts[i].1, "NEW denies {kept:?}");
+    assert_eq!(
+        prober.run(std::slice::from_ref(&kept)).unwrap(),
+        [Outcome::Reachable],
+        "kept entry"
+    );
+    assert_eq!(in_force(&mut plane, &probes, &verdicts, "NEW synced"), InForce::New);
     plane.finish().unwrap();
 }

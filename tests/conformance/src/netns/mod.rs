@@ -94,6 +94,14 @@ pub enum NetnsError {
     /// The data plane was used before `start`.
     #[error("the netns data plane has not been started")]
     NotStarted,
+    /// Probes from fixed source ports would need ports past 65535.
+    #[error("{probes} probes from source port {first} on would need ports past 65535")]
+    SourcePorts {
+        /// the first source port asked for
+        first: u16,
+        /// how many probes
+        probes: usize,
+    },
     /// A worker thread panicked.
     #[error("a netns worker thread panicked")]
     Panicked,

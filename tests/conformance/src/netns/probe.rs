@@ -113,15 +113,51 @@ impl Prober {
     /// One outcome per probe, in order: each client connects to the server's
     /// address of `family`, from its own address of that family.
     pub fn run_over(&self, probes: &[Probe], family: AddressFamily) -> Result<Vec<Outcome>, NetnsError> {
+        self.run_with(probes, family, None)
+    }
+
+    /// Like [`Prober::run`], but probe `i` leaves from source port
+    /// `first_source_port + i` instead of an ephemeral one. A caller that keeps
+    /// these ports outside the ephemeral range (below 32768) and never repeats
+    /// one gets connections conntrack has never seen: a UDP entry left by an
+    /// earlier probe, which conntrack keeps accepting whatever the rules say
+    /// now, cannot answer for a probe that reuses its port.
+    pub fn run_from_ports(&self, probes: &[Probe], first_source_port: u16) -> Result<Vec<Outcome>, NetnsError> {
+        self.run_with(probes, AddressFamily::IPv4, Some(first_source_port))
+    }
+
+    fn run_with(
+        &self,
+        probes: &[Probe],
+        family: AddressFamily,
+        first_source_port: Option<u16>,
+    ) -> Result<Vec<Outcome>, NetnsError> {
+        let source_port = |i: usize| -> Result<u16, NetnsError> {
+            match first_source_port {
+                None => Ok(0),
+                Some(first) => {
+                    u16::try_from(i)
+                        .ok()
+                        .and_then(|i| first.checked_add(i))
+                        .ok_or(NetnsError::SourcePorts {
+                            first,
+                            probes: probes.len(),
+                        })
+                }
+            }
+        };
         let mut outcomes = vec![Outcome::Skipped; probes.len()];
         // Client sockets, made in each client's namespace.
-        let mut by_client: BTreeMap<&str, Vec<(usize, Protocol)>> = BTreeMap::new();
+        let mut by_client: BTreeMap<&str, Vec<(usize, Protocol, u16)>> = BTreeMap::new();
         for (i, probe) in probes.iter().enumerate() {
             self.address(&probe.to, family)?;
             if probe.protocol == Protocol::Sctp && !self.sctp {
                 continue;
             }
-            by_client.entry(&probe.from).or_default().push((i, probe.protocol));
+            by_client
+                .entry(&probe.from)
+                .or_default()
+                .push((i, probe.protocol, source_port(i)?));
         }
         let mut sockets: Vec<(usize, Socket)> = Vec::with_capacity(probes.len());
         for (client, wanted) in by_client {
@@ -130,11 +166,11 @@ impl Prober {
             let made = in_netns(&netns, move || {
                 wanted
                     .into_iter()
-                    .map(|(i, proto)| {
+                    .map(|(i, proto, port)| {
                         let socket = new_socket_for(proto, source.is_ipv6())?;
                         // From the client's own address: a host-network client's namespace (its
                         // node's) has others, which the kernel might pick instead.
-                        socket.bind(&SocketAddr::new(source, 0).into())?;
+                        socket.bind(&SocketAddr::new(source, port).into())?;
                         Ok((i, socket))
                     })
                     .collect::<std::io::Result<Vec<(usize, Socket)>>>()

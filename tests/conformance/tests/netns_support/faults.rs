@@ -346,16 +346,37 @@ pub enum InForce {
     New,
 }
 
+/// The next source ports for [`in_force`]: below the ephemeral range
+/// (32768-60999) the background probes draw from, and never repeated within
+/// a test binary (each test has its own namespaces, so its own conntrack).
+static AT_REST_PORTS: Mutex<u16> = Mutex::new(AT_REST_FIRST_PORT);
+const AT_REST_FIRST_PORT: u16 = 10_000;
+const AT_REST_LAST_PORT: u16 = 32_000;
+
+fn at_rest_ports(n: usize) -> u16 {
+    let mut next = AT_REST_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let n = u16::try_from(n).unwrap();
+    if next.saturating_add(n) > AT_REST_LAST_PORT {
+        *next = AT_REST_FIRST_PORT;
+    }
+    let first = *next;
+    *next += n;
+    first
+}
+
 /// Probes at rest, three rounds, and tells which rule set every probe's
-/// majority result agrees with. One round is not enough: a probe's source
-/// port can repeat one an earlier probe used under the other rule set, and a
-/// connection the kernel still tracks is accepted whatever the rules say
-/// (existing connections are kept); that touches one probe in one round,
-/// while what the rules enforce at rest is the same every round. Conntrack is
-/// not flushed instead: probes running in the background would lose replies.
+/// majority result agrees with. Each probe leaves from a source port no probe
+/// used before: with an ephemeral port, a UDP probe could reuse the port of a
+/// background probe that ran under the other rule set, and conntrack keeps
+/// accepting such a flow whatever the rules say now (existing connections
+/// are kept), which made this check fail now and then. Conntrack is not
+/// flushed instead: probes running in the background would lose replies.
+/// Three rounds still guard against one lost datagram.
 pub fn in_force(plane: &mut NetnsDataPlane, probes: &[Probe], verdicts: &[(bool, bool)], context: &str) -> InForce {
     let prober = plane.prober().unwrap();
-    let rounds: Vec<Vec<Outcome>> = (0..3).map(|_| prober.run(probes).unwrap()).collect();
+    let rounds: Vec<Vec<Outcome>> = (0..3)
+        .map(|_| prober.run_from_ports(probes, at_rest_ports(probes.len())).unwrap())
+        .collect();
     let reach: Vec<bool> = (0..probes.len())
         .map(|i| rounds.iter().filter(|r| r[i] == Outcome::Reachable).count() >= 2)
         .collect();
