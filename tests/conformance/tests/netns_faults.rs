@@ -21,7 +21,7 @@ use tierguard::Cluster;
 use tierguard::policy::{Direction, PolicyId};
 use tierguard_conformance::conformance::dataplane::{DataPlane, Outcome, Probe};
 use tierguard_conformance::netns::topology::in_netns;
-use tierguard_conformance::netns::{NetnsDataPlane, NetnsExecutor};
+use tierguard_conformance::netns::{NetnsDataPlane, NetnsExecutor, Prober};
 use tierguard_enforcer::apply::XtablesWait;
 use tierguard_enforcer::daemon::metrics::Metrics;
 use tierguard_enforcer::daemon::{LoopConfig, drive};
@@ -76,6 +76,40 @@ fn old_and_new(dir: &Path, bulk: usize) -> (Cluster, Cluster) {
     (old, new)
 }
 
+/// What most tests here start from: OLD and NEW (NEW with `bulk` extra
+/// policies) written under `dir`, the probes between [`PROBED`] with their
+/// verdicts, and a plane started on OLD serving every probe. Bind `dir` for
+/// the whole test: dropping it removes the state files.
+struct Scenario {
+    dir: tempfile::TempDir,
+    old: Cluster,
+    new: Cluster,
+    probes: Vec<Probe>,
+    verdicts: Vec<(bool, bool)>,
+    plane: NetnsDataPlane,
+    node: String,
+    prober: Prober,
+}
+
+fn scenario(bulk: usize) -> Scenario {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = old_and_new(dir.path(), bulk);
+    let probes = probes_between(&PROBED);
+    let verdicts = verdicts(&old, &new, &probes);
+    let (plane, node) = started_plane(&old, &probes);
+    let prober = plane.prober().unwrap();
+    Scenario {
+        dir,
+        old,
+        new,
+        probes,
+        verdicts,
+        plane,
+        node,
+        prober,
+    }
+}
+
 fn started_plane(cluster: &Cluster, probes: &[Probe]) -> (NetnsDataPlane, String) {
     let mut plane = NetnsDataPlane::new(strict_options()).unwrap();
     plane.start(cluster).unwrap();
@@ -90,13 +124,17 @@ fn agent_sigkilled_mid_apply_and_restarted_never_loses_or_mixes_enforcement() {
         return;
     }
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
     // NEW adds 30 policies, each with a set of 1501 entries and 20 rules: a large apply.
-    let (old, new) = old_and_new(dir.path(), 30);
-    let probes = probes_between(&PROBED);
-    let verdicts = verdicts(&old, &new, &probes);
-    let (mut plane, node) = started_plane(&old, &probes);
-    let prober = plane.prober().unwrap();
+    let Scenario {
+        dir,
+        new,
+        probes,
+        verdicts,
+        mut plane,
+        node,
+        prober,
+        ..
+    } = scenario(30);
     let log = dir.path().join("agent.log");
 
     let mut agent = Agent::start(&node, &dir.path().join("old"), &log);
@@ -171,12 +209,16 @@ fn failed_restores_keep_the_previous_rules_and_the_next_sync_applies_all() {
         return;
     }
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let (old, new) = old_and_new(dir.path(), 2);
-    let probes = probes_between(&PROBED);
-    let verdicts = verdicts(&old, &new, &probes);
-    let (mut plane, node) = started_plane(&old, &probes);
-    let prober = plane.prober().unwrap();
+    let Scenario {
+        dir: _dir,
+        old,
+        new,
+        probes,
+        verdicts,
+        mut plane,
+        node,
+        prober,
+    } = scenario(2);
     let exec = FaultyExecutor::new(NetnsExecutor::new(&node));
     let mut syncer = Syncer::new(identity(), &exec, sync_options(Backend::Nft));
     syncer.sync(&old).unwrap();
@@ -231,12 +273,16 @@ fn a_held_xtables_lock_fails_the_sync_cleanly_and_the_sync_after_its_release_app
         return;
     }
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let (old, new) = old_and_new(dir.path(), 0);
-    let probes = probes_between(&PROBED);
-    let verdicts = verdicts(&old, &new, &probes);
-    let (mut plane, node) = started_plane(&old, &probes);
-    let prober = plane.prober().unwrap();
+    let Scenario {
+        dir: _dir,
+        old,
+        new,
+        probes,
+        verdicts,
+        mut plane,
+        node,
+        prober,
+    } = scenario(0);
     // Only the legacy backend takes the lock (nf_tables commits are transactions).
     let options = SyncOptions {
         xtables_wait: XtablesWait {
@@ -307,12 +353,16 @@ fn an_unreachable_api_server_keeps_the_rules_and_resumed_watches_apply_changes()
         return;
     }
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let (old, new) = old_and_new(dir.path(), 0);
-    let probes = probes_between(&PROBED);
-    let verdicts = verdicts(&old, &new, &probes);
-    let (mut plane, node) = started_plane(&old, &probes);
-    let prober = plane.prober().unwrap();
+    let Scenario {
+        dir: _dir,
+        old,
+        new,
+        probes,
+        verdicts,
+        mut plane,
+        node,
+        prober,
+    } = scenario(0);
     let syncer = Syncer::new(identity(), NetnsExecutor::new(&node), sync_options(Backend::Nft));
 
     let (updates, listing) = futures::channel::mpsc::unbounded();
@@ -551,12 +601,16 @@ fn at_rest_probes_are_not_answered_by_connections_conntrack_kept() {
         return;
     }
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let (old, new) = old_and_new(dir.path(), 0);
-    let probes = probes_between(&PROBED);
-    let verdicts = verdicts(&old, &new, &probes);
-    let (mut plane, node) = started_plane(&old, &probes);
-    let prober = plane.prober().unwrap();
+    let Scenario {
+        dir: _dir,
+        old,
+        new,
+        probes,
+        verdicts,
+        mut plane,
+        node,
+        prober,
+    } = scenario(0);
     let exec = NetnsExecutor::new(&node);
     let mut syncer = Syncer::new(identity(), &exec, sync_options(Backend::Nft));
     syncer.sync(&old).unwrap();
