@@ -104,6 +104,11 @@ mod tests {
     /// name label always the namespace's name. The webhook kept a name label
     /// that disagreed with the name (a manifest could make `shop` look like
     /// `kube-system`, which the template does not govern); the enforcer did not.
+    /// Label `key` of `namespace` as the snapshot's policy view has it.
+    fn label<'a>(s: &'a Snapshot, namespace: &str, key: &str) -> Option<&'a str> {
+        s.policy.namespaces.get(namespace)?.get(key).map(String::as_str)
+    }
+
     #[test]
     fn namespaces_are_read_as_the_enforcer_reads_them() {
         let spoofed = namespace("shop", &[(NAMESPACE_NAME_LABEL, "kube-system"), ("team", "a")]);
@@ -113,20 +118,8 @@ mod tests {
             let info = NamespaceInfo::from_k8s(ns);
             assert_eq!(s.policy.namespaces.get(&info.name), Some(&info.labels), "{}", info.name);
         }
-        assert_eq!(
-            s.policy
-                .namespaces
-                .get("shop")
-                .and_then(|l| l.get(NAMESPACE_NAME_LABEL)),
-            Some(&"shop".to_string())
-        );
-        assert_eq!(
-            s.policy
-                .namespaces
-                .get("shop-data")
-                .and_then(|l| l.get(NAMESPACE_NAME_LABEL)),
-            Some(&"shop-data".to_string())
-        );
+        assert_eq!(label(&s, "shop", NAMESPACE_NAME_LABEL), Some("shop"));
+        assert_eq!(label(&s, "shop-data", NAMESPACE_NAME_LABEL), Some("shop-data"));
     }
 
     #[test]
@@ -159,17 +152,8 @@ mod tests {
             ..Default::default()
         };
         let s = Snapshot::build([&shop, &leaving], [&np]);
-        assert_eq!(
-            s.policy
-                .namespaces
-                .get("shop")
-                .and_then(|l| l.get(NAMESPACE_NAME_LABEL)),
-            Some(&"shop".to_string())
-        );
-        assert_eq!(
-            s.policy.namespaces.get("shop").and_then(|l| l.get("team")),
-            Some(&"a".to_string())
-        );
+        assert_eq!(label(&s, "shop", NAMESPACE_NAME_LABEL), Some("shop"));
+        assert_eq!(label(&s, "shop", "team"), Some("a"));
         assert!(s.policy.namespaces.contains_key("other"));
         assert!(s.policy.policies.contains_key(&("other".to_string(), "p".to_string())));
         assert_eq!(s.terminating.iter().collect::<Vec<_>>(), vec!["leaving"]);
