@@ -7,37 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the plugin from the repository root (so paths in its output are relative).
-fn plugin(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-tierguard"))
-        .args(args)
-        .current_dir(root())
-        .env_remove("RUST_LOG")
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
+use support::{PluginRun, repo_root, run_plugin};
 
 fn golden(name: &str, got: &str) {
-    let path = root().join("webhook/tests/golden/plugin").join(name);
+    let path = repo_root().join("webhook/tests/golden/plugin").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, got).unwrap();
@@ -54,11 +31,11 @@ fn golden(name: &str, got: &str) {
 
 /// Runs `args` on an example (its policy folder and its pods), checks the
 /// exit code and compares stdout with golden file `name`.
-fn case(example: &Example, args: &[&str], code: i32, name: &str) -> Run {
+fn case(example: &Example, args: &[&str], code: i32, name: &str) -> PluginRun {
     let mut all: Vec<&str> = args.to_vec();
     all.push(example.folder);
     all.push(example.pods);
-    let run = plugin(&all);
+    let run = run_plugin(&all);
     assert_eq!(
         run.code, code,
         "kubectl-tierguard {all:?}: exit {} (want {code}); stderr:\n{}stdout:\n{}",
@@ -179,7 +156,7 @@ fn explain_three_tier_allowed_and_denied() {
 
 #[test]
 fn explain_json_is_the_engine_verdict_for_tools() {
-    let run = plugin(&[
+    let run = run_plugin(&[
         "explain",
         "-o",
         "json",
@@ -263,11 +240,11 @@ fn check_three_tier_is_the_webhook_check() {
     // The same code as `tierguard-webhook check`.
     let webhook = Command::new(env!("CARGO_BIN_EXE_tierguard-webhook"))
         .args(["check", e.folder, e.pods])
-        .current_dir(root())
+        .current_dir(repo_root())
         .output()
         .unwrap();
     assert_eq!(String::from_utf8(webhook.stdout).unwrap(), run.stdout);
-    let html = plugin(&["check", "-o", "html", e.folder, e.pods]);
+    let html = run_plugin(&["check", "-o", "html", e.folder, e.pods]);
     assert_eq!(html.code, 0);
     assert!(html.stdout.starts_with("<!DOCTYPE html>"));
     for needle in [
@@ -297,7 +274,7 @@ fn each_bad_example() {
             0,
             "matrix-by-tier.txt",
         );
-        let html = plugin(&["check", "-o", "html", e.folder, e.pods]);
+        let html = run_plugin(&["check", "-o", "html", e.folder, e.pods]);
         assert_eq!(html.code, 1);
         assert!(html.stdout.contains(&format!("data-rule=\"{rule}\"")), "{}", e.name);
     }
@@ -310,7 +287,7 @@ fn each_bad_example() {
         "explain.txt",
     );
     assert!(run.stdout.contains("not isolated"));
-    let dot = plugin(&["graph", "-n", "shop-r1", r1.folder, r1.pods]).stdout;
+    let dot = run_plugin(&["graph", "-n", "shop-r1", r1.folder, r1.pods]).stdout;
     assert!(dot.contains("R1: no default-deny (Ingress)"), "{dot}");
     // R2: DNS over UDP works, over TCP it does not.
     case(
@@ -325,7 +302,7 @@ fn each_bad_example() {
         1,
         "explain-tcp.txt",
     );
-    let dot = plugin(&["graph", "-n", "shop-r2", r2.folder, r2.pods]).stdout;
+    let dot = run_plugin(&["graph", "-n", "shop-r2", r2.folder, r2.pods]).stdout;
     assert!(dot.contains("R2: no DNS (TCP/53)"), "{dot}");
     // R3: data lets frontend in; frontend's egress still stops it.
     let run = case(
@@ -339,7 +316,7 @@ fn each_bad_example() {
         "{}",
         run.stdout
     );
-    let dot = plugin(&["graph", "-n", "shop-r3", r3.folder, r3.pods]).stdout;
+    let dot = run_plugin(&["graph", "-n", "shop-r3", r3.folder, r3.pods]).stdout;
     assert!(
         dot.contains("\"tier-frontend\" -> \"tier-data\" [label=\"one side only\", color=red"),
         "{dot}"
@@ -406,7 +383,7 @@ fn bad_input_exits_2_and_names_what_is_wrong() {
         ),
         (vec!["graph", folder], "--namespace"),
     ] {
-        let run = plugin(&args);
+        let run = run_plugin(&args);
         assert_eq!(run.code, 2, "{args:?}: {}{}", run.stdout, run.stderr);
         assert!(
             run.stderr.contains(needle),
@@ -425,7 +402,7 @@ fn a_bad_pod_manifest_names_file_object_and_field() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\nspec:\n  containers:\n    - name: c\n      ports: [{containerPort: 70000}]\n",
     )
     .unwrap();
-    let run = plugin(&["matrix", THREE_TIER.folder, file.to_str().unwrap()]);
+    let run = run_plugin(&["matrix", THREE_TIER.folder, file.to_str().unwrap()]);
     assert_eq!(run.code, 2);
     assert!(
         run.stderr
@@ -444,12 +421,12 @@ fn hostile_names_do_not_inject_markup() {
     );
     let file = dir.path().join("evil.yaml");
     std::fs::write(&file, text).unwrap();
-    let run = plugin(&["check", "-o", "html", file.to_str().unwrap()]);
+    let run = run_plugin(&["check", "-o", "html", file.to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(!run.stdout.contains("<script"), "{}", run.stdout);
     assert!(!run.stdout.contains("<img"), "{}", run.stdout);
     assert!(run.stdout.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-    let run = plugin(&["graph", "-n", "evil", "-o", "html", file.to_str().unwrap()]);
+    let run = run_plugin(&["graph", "-n", "evil", "-o", "html", file.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stdout.contains("<script") && !run.stdout.contains("<img"));
 }
@@ -462,7 +439,7 @@ fn html_is_self_contained() {
         vec!["graph", "-n", e.namespace, "-o", "html", e.folder, e.pods],
         vec!["matrix", "--by", "tier", "-o", "html", e.folder, e.pods],
     ] {
-        let run = plugin(&args);
+        let run = run_plugin(&args);
         assert!(run.stdout.starts_with("<!DOCTYPE html>"), "{args:?}");
         for banned in ["<script", "http://", "https://", "<link", "@import", "url(http"] {
             assert!(!run.stdout.contains(banned), "{args:?} contains {banned}");

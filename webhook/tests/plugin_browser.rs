@@ -11,18 +11,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use support::{repo_root, run_plugin};
 
 fn artifacts() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
+        .unwrap_or_else(|| repo_root().join("target"));
     let dir = target.join("test-artifacts/plugin");
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -88,20 +88,10 @@ fn chromium(browser: &Path, profile: &Path, page: &Path, extra: &[String]) -> St
 
 /// Writes the plugin's HTML for `args` to `artifacts/name.html`.
 fn report(name: &str, args: &[&str], code: i32) -> PathBuf {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-tierguard"))
-        .args(args)
-        .current_dir(root())
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run = run_plugin(args);
+    assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
     let path = artifacts().join(format!("{name}.html"));
-    std::fs::write(&path, out.stdout).unwrap();
+    std::fs::write(&path, run.stdout).unwrap();
     path
 }
 

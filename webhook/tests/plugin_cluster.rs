@@ -10,41 +10,21 @@
 #[path = "../../tests/tests/fake_api/mod.rs"]
 mod fake_api;
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use fake_api::{FakeApi, NAMESPACES, NETWORK_POLICIES, PODS, Resource};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use support::{PluginRun, repo_root, run_plugin_with};
 
 const FILES: [&str; 2] = ["deploy/examples/three-tier", "deploy/examples/pods/three-tier.yaml"];
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn plugin(args: Vec<String>, env: Vec<(&'static str, String)>) -> Run {
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-tierguard"))
-            .args(&args)
-            .current_dir(root())
-            .env_remove("RUST_LOG")
-            .env_remove("KUBECONFIG")
-            .envs(env)
-            .output()
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-            stderr: String::from_utf8(out.stderr).unwrap(),
-        }
-    })
-    .await
-    .unwrap()
+/// [`run_plugin_with`] off the runtime's threads (the fake API server runs on them).
+async fn plugin(args: Vec<String>, env: Vec<(&'static str, String)>) -> PluginRun {
+    tokio::task::spawn_blocking(move || run_plugin_with(&args, &env))
+        .await
+        .unwrap()
 }
 
 fn words(w: &[&str]) -> Vec<String> {
@@ -53,21 +33,8 @@ fn words(w: &[&str]) -> Vec<String> {
 
 /// Every object of the example files, as the API server would hold them.
 fn load_example(api: &FakeApi) {
-    let mut files = Vec::new();
-    for path in FILES {
-        let path = root().join(path);
-        if path.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(&path)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-                .collect();
-            entries.sort();
-            files.extend(entries);
-        } else {
-            files.push(path);
-        }
-    }
+    let paths: Vec<PathBuf> = FILES.iter().map(|p| repo_root().join(p)).collect();
+    let files = tierguard::input::manifest_files(&paths).unwrap();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {

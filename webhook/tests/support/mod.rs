@@ -21,6 +21,36 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// What one run of `kubectl-tierguard` gave.
+pub struct PluginRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `kubectl-tierguard` with `args` from the repository root (so paths in
+/// its output are relative), inheriting neither RUST_LOG nor KUBECONFIG.
+pub fn run_plugin<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> PluginRun {
+    run_plugin_with(args, &[])
+}
+
+/// [`run_plugin`] with `env` set.
+pub fn run_plugin_with<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, String)]) -> PluginRun {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-tierguard"))
+        .args(args)
+        .current_dir(repo_root())
+        .env_remove("RUST_LOG")
+        .env_remove("KUBECONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    PluginRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
 pub fn example_dir() -> PathBuf {
     repo_root().join("deploy/examples/three-tier")
 }
